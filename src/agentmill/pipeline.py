@@ -1,0 +1,246 @@
+"""The pipeline `agentmill run` executes: sources -> rollout, in a resumable run folder.
+
+Each stage reads records and writes records. Failures are caught here, at the stage
+boundary, and become a line in failures.jsonl and a count in the stage stats.
+
+>>> # agentmill.pipeline.run(load_config(Path("examples/quickstart.yaml")), out=Path("runs/q"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentmill.backends import BackendError, build_backend
+from agentmill.backends.instrumented import Instrumented
+from agentmill.cache import ResponseCache
+from agentmill.config import RunConfig, config_view
+from agentmill.errors import UserError
+from agentmill.progress import progress_bar
+from agentmill.records import Message, SamplingParams, Task, Trajectory, content_hash
+from agentmill.runs import open_run
+from agentmill.sources import Bad, iter_source
+from agentmill.store import RunStore
+
+SOURCE, ROLLOUT = "source", "rollout"
+
+
+@dataclass
+class RunSummary:
+    """What one `agentmill run` did; `exit_code` follows the CLI reference."""
+
+    run_dir: Path
+    tasks: int = 0
+    bad_records: int = 0
+    expected: int = 0
+    done: int = 0
+    made: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    model_calls: int = 0
+    cache_hits: int = 0
+    seconds: float = 0.0
+    topped_up: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def pending(self) -> int:
+        return self.expected - self.done - sum(self.failed.values())
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def default_cache_path() -> Path:
+    from agentmill.models import cache_root
+
+    return cache_root() / "responses.sqlite"
+
+
+def run(cfg: RunConfig, out: Path | None = None, *, new: bool = False, limit: int | None = None,
+        dry_run: bool = False, no_cache: bool = False, show_progress: bool = True) -> RunSummary:
+    """Run (or resume, or top up) the pipeline of `cfg` in its run folder."""
+    store, grown = open_run(cfg, out, new=new)
+    summary = RunSummary(run_dir=store.root, topped_up=grown, dry_run=dry_run)
+    start = time.time()
+    try:
+        tasks = source_stage(cfg, store, limit, summary)
+        if not dry_run:
+            asyncio.run(rollout_stage(cfg, store, tasks, summary, no_cache, show_progress))
+        else:
+            _plan_rollout(cfg, store, tasks, summary)
+    finally:
+        summary.seconds = time.time() - start
+        store.manifest["sessions"][-1].update(finished_at=time.time(), seconds=summary.seconds)
+        store.save_manifest()
+        store.close()
+    return summary
+
+
+# ---------------------------------------------------------------- source stage
+def source_stage(cfg: RunConfig, store: RunStore, limit: int | None, summary: RunSummary) -> list[Task]:
+    """Read every source; append new tasks to source/records.jsonl; count bad records."""
+    stage = store.stage(SOURCE)
+    known = stage.done_keys("id")
+    tasks: dict[str, Task] = {}
+    bad: Counter[str] = Counter()
+    duplicates = 0
+    for src in cfg.sources:
+        for item in iter_source(src):
+            if isinstance(item, Bad):
+                bad[item.reason] += 1
+                store.failures.add(SOURCE, item.key, item.reason, item.detail)
+                continue
+            if item.id in tasks:
+                duplicates += 1
+                continue
+            tasks[item.id] = item
+            if item.id not in known:
+                stage.writer().append(item.to_json())
+            if limit is not None and len(tasks) >= limit:
+                break
+    summary.tasks, summary.bad_records = len(tasks), sum(bad.values())
+    _check_bad_fraction(cfg, summary)
+    stats = {"tasks": len(tasks), "bad_records": dict(bad), "duplicates": duplicates,
+             "stored": len(known | set(tasks))}
+    stage.write_stats(stats)
+    store.record_stage(SOURCE, **stats)
+    return list(tasks.values())
+
+
+def _check_bad_fraction(cfg: RunConfig, s: RunSummary) -> None:
+    total = s.tasks + s.bad_records
+    if not s.bad_records:
+        return
+    where = f"see {s.run_dir / 'failures.jsonl'}"
+    if cfg.strict:
+        raise UserError(f"{s.bad_records} bad record(s) in the sources ({where}); fix them or drop strict")
+    limit = cfg.max_bad_fraction
+    if limit is not None and s.bad_records / total > limit:
+        raise UserError(f"{s.bad_records} of {total} source records are bad, over max_bad_fraction "
+                        f"{limit} ({where}); fix them or raise the limit")
+
+
+# ---------------------------------------------------------------- rollout stage
+def _work(cfg: RunConfig, tasks: list[Task], done: set[str]) -> list[tuple[Task, int]]:
+    return [(t, i) for t in tasks for i in range(cfg.rollout.n) if f"{t.id}#{i}" not in done]
+
+
+def _plan_rollout(cfg: RunConfig, store: RunStore, tasks: list[Task], summary: RunSummary) -> None:
+    done = store.stage(ROLLOUT).done_keys("task_id#sample_index")
+    summary.expected = len(tasks) * cfg.rollout.n
+    summary.done = summary.expected - len(_work(cfg, tasks, done))
+
+
+def _prompt(task: Task, system: str | None) -> list[Message]:
+    if system and task.prompt[0].role != "system":
+        return [Message(role="system", content=system), *task.prompt]
+    return task.prompt
+
+
+def _params(base: SamplingParams, sample_index: int) -> SamplingParams:
+    if base.seed is None:
+        return base
+    return base.model_copy(update={"seed": base.seed + sample_index})
+
+
+def _instrumented(cfg: RunConfig, store: RunStore, no_cache: bool) -> Instrumented:
+    name = cfg.rollout.backend
+    bcfg = cfg.backends[name]
+    cache = None
+    if cfg.cache.enabled and not no_cache:
+        cache = ResponseCache(cfg.cache.path or default_cache_path())
+    backend = build_backend(name, bcfg)
+    return Instrumented(backend, content_hash(config_view(bcfg, "fingerprint")), cfg.seed,
+                        cache=cache, call_log=store.calls)
+
+
+async def rollout_stage(cfg: RunConfig, store: RunStore, tasks: list[Task], summary: RunSummary,
+                        no_cache: bool = False, show_progress: bool = True) -> None:
+    """Sample `n` completions per task; write each trajectory the moment it is finished."""
+    stage = store.stage(ROLLOUT)
+    done = stage.done_keys("task_id#sample_index")
+    todo = _work(cfg, tasks, done)
+    summary.expected = len(tasks) * cfg.rollout.n
+    summary.done = summary.expected - len(todo)
+    backend = _instrumented(cfg, store, no_cache)
+    if todo and hasattr(backend.backend, "check_reachable"):
+        await backend.backend.check_reachable()
+    fp, run_id = store.manifest["fingerprint"], store.manifest["run_id"]
+    start = time.time()
+
+    async def one(item: tuple[Task, int]) -> None:
+        task, i = item
+        key = f"{task.id}#{i}"
+        try:
+            traj = await _sample(backend, cfg, task, i, key, fp, run_id)
+        except BackendError as e:
+            summary.failed[e.reason] += 1
+            store.failures.add(ROLLOUT, key, e.reason, str(e), attempts=e.attempts)
+            return
+        stage.writer().append(traj.to_json())
+        summary.done += 1
+        summary.made += 1
+
+    try:
+        with progress_bar("rollout", len(todo), enabled=show_progress) as advance:
+            await bounded(todo, one, backend.max_concurrency, advance)
+    finally:
+        await backend.aclose()
+        summary.model_calls = backend.calls
+        summary.cache_hits = backend.cache_hits
+        _write_rollout_stats(store, summary, time.time() - start)
+
+
+async def _sample(backend: Instrumented, cfg: RunConfig, task: Task, i: int, key: str,
+                  fp: str, run_id: str) -> Trajectory:
+    params = _params(cfg.rollout.params, i)
+    messages = _prompt(task, cfg.rollout.system_prompt)
+    c = await backend.complete(messages, task.tools or None, params, sample_index=i, work_key=key)
+    return Trajectory(
+        id=Trajectory.make_id(task.id, i, fp), task_id=task.id, sample_index=i,
+        messages=[*messages, c.to_message()], final_answer=c.text, stop_reason=c.finish_reason,
+        usage=c.usage, latency_s=c.latency_s, model=c.model or backend.model,
+        backend=backend.name, params=params,
+        provenance=task.provenance.model_copy(update={"run_id": run_id, "config_fingerprint": fp}),
+        metadata={"cached": True} if c.cached else {},
+    )
+
+
+def _write_rollout_stats(store: RunStore, s: RunSummary, seconds: float) -> None:
+    stats = {"expected": s.expected, "done": s.done, "made_this_session": s.made,
+             "failed": dict(s.failed), "pending": s.pending, "model_calls": s.model_calls,
+             "cache_hits": s.cache_hits, "seconds": round(seconds, 3)}
+    store.stage(ROLLOUT).write_stats(stats)
+    store.record_stage(ROLLOUT, **stats, complete=s.pending == 0 and not s.failed)
+
+
+async def bounded(items: Iterable[Any], fn: Callable[[Any], Awaitable[None]], limit: int,
+                  advance: Callable[[], None] | None = None) -> None:
+    """Run `fn` over `items` with at most `limit` in flight, pulling items lazily."""
+    it = iter(items)
+    running: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            while len(running) < limit:
+                item = next(it, None)
+                if item is None:
+                    break
+                running.add(asyncio.ensure_future(fn(item)))
+            if not running:
+                return
+            finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for f in finished:
+                f.result()
+                if advance:
+                    advance()
+    finally:
+        for f in running:
+            f.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
