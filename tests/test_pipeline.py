@@ -129,3 +129,27 @@ def test_show_and_stats(tmp_path, cli, write_config, tasks_file) -> None:
     (tmp_path / "junk.jsonl").write_text("{}\nnot json\n")
     rc, _, err = cli("stats", tmp_path / "junk.jsonl")
     assert rc == 2 and "junk.jsonl:2 is not valid JSON" in err
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, cli, write_config, tasks_file) -> None:
+    good = _cfg(tasks_file(2))
+    cases = {
+        "unknown key": ({**good, "rollout": {"n": 1, "temprature": 1}}, "unknown key 'rollout.temprature'"),
+        "bad value": ({**good, "rollout": {"n": "many"}}, "rollout.n: input should be a valid integer"),
+        "missing task file": ({**good, "sources": [{"path": str(tmp_path / "nope.jsonl")}]},
+                              "task file not found"),
+        "unreachable server": ({**good, "backends": {"teacher": {
+            "type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 0}}},
+            "cannot reach http://127.0.0.1:9/v1: connection refused; start the server"),
+    }
+    for name, (cfg, message) in cases.items():
+        rc, stdout, err = cli("run", write_config(cfg, f"{name.replace(' ', '_')}.yaml"),
+                              "--out", tmp_path / "run")
+        assert rc == 2, name
+        assert message in err, (name, err)
+        assert len(err.strip().splitlines()) == 1, (name, err)
+
+
+def test_models_lists_the_embedded_model(cli) -> None:
+    rc, stdout, _ = cli("models")
+    assert rc == 0 and "smollm2-135m" in stdout

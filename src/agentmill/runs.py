@@ -15,7 +15,7 @@ from typing import Any
 
 from agentmill.config import RunConfig, additive_view, dump_config, fingerprint, fingerprint_view
 from agentmill.errors import UserError
-from agentmill.store import CONFIG, MANIFEST, RunStore, new_run_id, package_versions, write_atomic
+from agentmill.store import CONFIG, FAILURES, MANIFEST, RunStore, new_run_id, package_versions, write_atomic
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -78,12 +78,27 @@ def _check_compatible(out: Path, manifest: dict[str, Any], cfg: RunConfig) -> li
     return config_diff(manifest.get("additive", {}), additive_view(cfg))
 
 
+def _has_outputs(out: Path) -> bool:
+    """True once any stage past `source` has written a record (the tasks alone are derived
+    from the sources and cheap to re-read)."""
+    return any(p.stat().st_size > 0 for p in out.glob("*/records.jsonl") if p.parent.name != "source")
+
+
 def open_run(cfg: RunConfig, out: Path | None = None, new: bool = False) -> tuple[RunStore, list[str]]:
-    """Open (or create) the run folder for `cfg`; return the store and any top-up changes."""
+    """Open (or create) the run folder for `cfg`; return the store and any top-up changes.
+
+    A folder whose earlier attempt produced nothing yet (say, a typo in the config stopped
+    it) takes the new config without `--new`.
+    """
     out = out or default_out(cfg)
     if new:
         out = _free_folder(out)
     manifest = RunStore.read_manifest(out) if (out / MANIFEST).exists() else {}
+    if manifest and not _has_outputs(out):
+        (out / "source" / "records.jsonl").unlink(missing_ok=True)
+        if (out / FAILURES).exists():  # kept, but no longer counted against the new config
+            (out / FAILURES).rename(out / f"failures.{manifest.get('run_id', 'old')}.jsonl")
+        manifest = {}
     grown = _check_compatible(out, manifest, cfg) if manifest else []
     store = RunStore(out)
     if not manifest:

@@ -66,7 +66,7 @@ def run_status(run_dir: Path) -> dict[str, Any]:
         "sessions": len(manifest.get("sessions", [])),
         "calls": {"total": len(calls), "cache_hits": sum(c["cache_hit"] for c in calls),
                   "errors": dict(Counter(c["status"] for c in calls if c["status"] != "ok")),
-                  "retries": sum(c["attempts"] - 1 for c in calls)},
+                  "retries": sum(c["retries"] for c in calls)},
     }
 
 

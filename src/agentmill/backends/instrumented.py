@@ -61,6 +61,7 @@ class Instrumented:
             "status": status, "cache_hit": bool(c and c.cached),
             "latency_s": round(c.latency_s if c else latency, 6),
             "attempts": c.attempts if c else attempts,
+            "retries": (c.attempts if c else attempts) - 1,
             "prompt_tokens": c.usage.prompt_tokens if c else 0,
             "completion_tokens": c.usage.completion_tokens if c else 0,
         }

@@ -237,7 +237,8 @@ class OpenAIBackend:
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Full-jitter exponential backoff, raised to the server's Retry-After (capped)."""
         cfg = self._cfg
-        delay = random.uniform(0, min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempt - 1)))
+        ceiling = cfg.backoff_base_s * 2.0 ** min(attempt - 1, 60)  # 2**n overflows a float
+        delay = random.uniform(0, min(cfg.backoff_max_s, ceiling))
         if retry_after is not None:
             delay = max(delay, min(retry_after, cfg.max_retry_after_s))
         return delay
