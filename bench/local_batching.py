@@ -20,14 +20,30 @@ from agentmill.config import LocalBackendConfig
 from agentmill.records import Message, SamplingParams
 
 TOPICS = [
-    "the sea", "a mountain", "autumn", "a city at night", "coffee", "a robot", "rain", "the moon",
-    "a library", "a train", "winter", "a garden", "the desert", "a cat", "music", "a bridge",
+    "the sea",
+    "a mountain",
+    "autumn",
+    "a city at night",
+    "coffee",
+    "a robot",
+    "rain",
+    "the moon",
+    "a library",
+    "a train",
+    "winter",
+    "a garden",
+    "the desert",
+    "a cat",
+    "music",
+    "a bridge",
 ]
 
 
 def prompts(n: int) -> list[list[Message]]:
-    return [[Message(role="user", content=f"Write a short poem about {TOPICS[i % len(TOPICS)]}.")]
-            for i in range(n)]
+    return [
+        [Message(role="user", content=f"Write a short poem about {TOPICS[i % len(TOPICS)]}.")]
+        for i in range(n)
+    ]
 
 
 async def batched(backend: LocalBackend, convs: list[list[Message]], params: SamplingParams) -> int:
@@ -35,8 +51,9 @@ async def batched(backend: LocalBackend, convs: list[list[Message]], params: Sam
     return sum(c.usage.completion_tokens for c in done)
 
 
-async def one_at_a_time(backend: LocalBackend, convs: list[list[Message]],
-                        params: SamplingParams) -> int:
+async def one_at_a_time(
+    backend: LocalBackend, convs: list[list[Message]], params: SamplingParams
+) -> int:
     total = 0
     for m in convs:
         total += (await backend.complete(m, None, params)).usage.completion_tokens
@@ -65,8 +82,10 @@ def main() -> None:
     b_tok, b_s = timed(batched(backend, convs, params))
     calls = backend.stats["generate_calls"] - calls
     s_tok, s_s = timed(one_at_a_time(backend, convs, params))
-    print(f"batched   ({args.requests} concurrent): {b_tok} tokens in {b_s:.1f} s = "
-          f"{b_tok / b_s:.1f} tok/s  ({calls} generate call(s))")
+    print(
+        f"batched   ({args.requests} concurrent): {b_tok} tokens in {b_s:.1f} s = "
+        f"{b_tok / b_s:.1f} tok/s  ({calls} generate call(s))"
+    )
     print(f"one at a time:            {s_tok} tokens in {s_s:.1f} s = {s_tok / s_s:.1f} tok/s")
     print(f"speed-up: {(b_tok / b_s) / (s_tok / s_s):.2f}x")
 

@@ -65,8 +65,17 @@ def server_cpu_s(pid: int) -> float:
 
 
 def start_server(latency_ms: float, cpu: int) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "agentmill.testing.stub_server", "--port", "0",
-           "--latency-ms", str(latency_ms), "--cpu", str(cpu)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agentmill.testing.stub_server",
+        "--port",
+        "0",
+        "--latency-ms",
+        str(latency_ms),
+        "--cpu",
+        str(cpu),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
@@ -95,16 +104,21 @@ async def drive(call: Call, concurrency: int, n: int, store: Store) -> dict[str,
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return {"wall_s": time.perf_counter() - t0, "client_cpu_s": time.process_time() - cpu0,
-            "latencies": latencies, "store_us": store_ns / 1000 / max(1, len(latencies))}
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "client_cpu_s": time.process_time() - cpu0,
+        "latencies": latencies,
+        "store_us": store_ns / 1000 / max(1, len(latencies)),
+    }
 
 
 Closer = Callable[[], Awaitable[None]]
 
 
 def agentmill_call(url: str, concurrency: int, tag: str) -> tuple[Call, Closer]:
-    cfg = OpenAIBackendConfig(base_url=url, model="stub", max_concurrency=concurrency,
-                              timeout_s=60, max_retries=0)
+    cfg = OpenAIBackendConfig(
+        base_url=url, model="stub", max_concurrency=concurrency, timeout_s=60, max_retries=0
+    )
     backend = OpenAIBackend("bench", cfg)
     params = SamplingParams(temperature=0.0, max_tokens=64)
     system = Message(role="system", content=SYSTEM)
@@ -122,14 +136,24 @@ def openai_call(url: str, concurrency: int, tag: str) -> tuple[Call, Closer]:
     import openai
 
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0, timeout=60,
-                                http_client=openai.DefaultAsyncHttpxClient(limits=limits))
+    client = openai.AsyncOpenAI(
+        base_url=url,
+        api_key="bench",
+        max_retries=0,
+        timeout=60,
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+    )
 
     async def call(i: int) -> bytes:
         resp = await client.chat.completions.create(
-            model="stub", temperature=0.0, max_tokens=64,
-            messages=[{"role": "system", "content": SYSTEM},
-                      {"role": "user", "content": f"{tag} request {i}: what is {i} + {i}?"}])
+            model="stub",
+            temperature=0.0,
+            max_tokens=64,
+            messages=[
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"{tag} request {i}: what is {i} + {i}?"},
+            ],
+        )
         return resp.model_dump_json().encode()
 
     return call, client.close
@@ -159,14 +183,22 @@ class RawConnection(asyncio.Protocol):
         job = self.job
         if job.next_i >= job.n or self.transport is None:
             return
-        body = orjson.dumps({"model": "stub", "max_tokens": 64, "messages": [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"{job.tag} request {job.next_i}"}]})
+        body = orjson.dumps(
+            {
+                "model": "stub",
+                "max_tokens": 64,
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": f"{job.tag} request {job.next_i}"},
+                ],
+            }
+        )
         job.next_i += 1
         self.sent_at = time.perf_counter()
-        self.transport.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: stub\r\n"
-                             b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(body), body))
+        self.transport.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: stub\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -174,7 +206,7 @@ class RawConnection(asyncio.Protocol):
         length = _content_length(self.buf[:end]) if end >= 0 else None
         if length is None or len(self.buf) < end + 4 + length:
             return
-        self.buf = self.buf[end + 4 + length:]
+        self.buf = self.buf[end + 4 + length :]
         job = self.job
         job.latencies.append(time.perf_counter() - self.sent_at)
         job.done += 1
@@ -197,8 +229,10 @@ async def drive_raw(url: str, concurrency: int, n: int, tag: str) -> dict[str, A
     loop = asyncio.get_running_loop()
     host, port = url.split("//")[1].split("/")[0].split(":")
     job = RawJob(concurrency, tag + "-warm", loop)
-    conns = [(await loop.create_connection(lambda: RawConnection(job), host, int(port)))[1]
-             for _ in range(concurrency)]
+    conns = [
+        (await loop.create_connection(lambda: RawConnection(job), host, int(port)))[1]
+        for _ in range(concurrency)
+    ]
     for conn in conns:
         conn.send()
     await job.finished
@@ -208,16 +242,21 @@ async def drive_raw(url: str, concurrency: int, n: int, tag: str) -> dict[str, A
         conn.job = job
         conn.send()
     await job.finished
-    res = {"wall_s": time.perf_counter() - t0, "client_cpu_s": time.process_time() - cpu0,
-           "latencies": job.latencies, "store_us": 0.0}
+    res = {
+        "wall_s": time.perf_counter() - t0,
+        "client_cpu_s": time.process_time() - cpu0,
+        "latencies": job.latencies,
+        "store_us": 0.0,
+    }
     for conn in conns:
         assert conn.transport is not None
         conn.transport.close()
     return res
 
 
-async def run_phase(client: str, concurrency: int, args: argparse.Namespace, url: str,
-                    store: Store, server_pid: int) -> dict[str, Any]:
+async def run_phase(
+    client: str, concurrency: int, args: argparse.Namespace, url: str, store: Store, server_pid: int
+) -> dict[str, Any]:
     if client == "raw-socket":
         s0 = server_cpu_s(server_pid)
         res = await drive_raw(url, concurrency, args.requests, f"raw-{concurrency}")
@@ -234,15 +273,19 @@ async def run_phase(client: str, concurrency: int, args: argparse.Namespace, url
     return summarize(client, concurrency, args, res, server_cpu)
 
 
-def summarize(client: str, concurrency: int, args: argparse.Namespace, res: dict[str, Any],
-              server_cpu: float) -> dict[str, Any]:
+def summarize(
+    client: str, concurrency: int, args: argparse.Namespace, res: dict[str, Any], server_cpu: float
+) -> dict[str, Any]:
     latency = args.latency_ms / 1000
     added = sorted(x - latency for x in res["latencies"])
     ideal_wall = math.ceil(args.requests / concurrency) * latency
     wall = res["wall_s"]
     return {
-        "client": client, "concurrency": concurrency, "requests": args.requests,
-        "wall_s": round(wall, 3), "req_per_s": round(args.requests / wall, 1),
+        "client": client,
+        "concurrency": concurrency,
+        "requests": args.requests,
+        "wall_s": round(wall, 3),
+        "req_per_s": round(args.requests / wall, 1),
         "ideal_req_per_s": round(args.requests / ideal_wall, 1),
         "fraction_of_ideal": round(ideal_wall / wall, 3),
         "p50_added_ms": round(1000 * added[len(added) // 2], 2),
@@ -254,8 +297,9 @@ def summarize(client: str, concurrency: int, args: argparse.Namespace, res: dict
     }
 
 
-async def run_all(args: argparse.Namespace, url: str, store: Store,
-                  pid: int) -> list[dict[str, Any]]:
+async def run_all(
+    args: argparse.Namespace, url: str, store: Store, pid: int
+) -> list[dict[str, Any]]:
     plan = [("agentmill", c) for c in args.concurrency]
     plan += [("openai", c) for c in args.baseline_concurrency]
     plan += [("raw-socket", c) for c in args.server_check_concurrency]
@@ -263,13 +307,23 @@ async def run_all(args: argparse.Namespace, url: str, store: Store,
 
 
 def print_table(rows: list[dict[str, Any]], store_kind: str, console: Console) -> None:
-    table = Table(title=f"Orchestration vs a {rows[0]['requests']}-request, fixed-latency stub "
-                        f"(store: {store_kind})")
-    cols = [("client", "client"), ("concurrency", "conc"), ("req_per_s", "req/s"),
-            ("ideal_req_per_s", "ideal req/s"), ("fraction_of_ideal", "fraction"),
-            ("p50_added_ms", "p50 added ms"), ("p99_added_ms", "p99 added ms"),
-            ("store_us_per_record", "store µs/rec"), ("client_cpu_us_per_req", "client CPU µs/req"),
-            ("client_cpu_pct", "client CPU %"), ("server_cpu_pct", "server CPU %")]
+    table = Table(
+        title=f"Orchestration vs a {rows[0]['requests']}-request, fixed-latency stub "
+        f"(store: {store_kind})"
+    )
+    cols = [
+        ("client", "client"),
+        ("concurrency", "conc"),
+        ("req_per_s", "req/s"),
+        ("ideal_req_per_s", "ideal req/s"),
+        ("fraction_of_ideal", "fraction"),
+        ("p50_added_ms", "p50 added ms"),
+        ("p99_added_ms", "p99 added ms"),
+        ("store_us_per_record", "store µs/rec"),
+        ("client_cpu_us_per_req", "client CPU µs/req"),
+        ("client_cpu_pct", "client CPU %"),
+        ("server_cpu_pct", "server CPU %"),
+    ]
     for _, title in cols:
         table.add_column(title, justify="right")
     for row in sorted(rows, key=lambda r: (r["concurrency"], r["client"])):
@@ -283,9 +337,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--latency-ms", type=float, default=200.0)
     p.add_argument("--concurrency", type=int, nargs="*", default=[64, 256, 1024])
     p.add_argument("--baseline-concurrency", type=int, nargs="*", default=[64, 256])
-    p.add_argument("--server-check-concurrency", type=int, nargs="*", default=[1024],
-                   help="also drive the stub over raw sockets (no client library, no store) "
-                        "to show what the server alone sustains")
+    p.add_argument(
+        "--server-check-concurrency",
+        type=int,
+        nargs="*",
+        default=[1024],
+        help="also drive the stub over raw sockets (no client library, no store) "
+        "to show what the server alone sustains",
+    )
     p.add_argument("--json", type=Path, default=None, help="save the figures here")
     return p.parse_args()
 

@@ -1,7 +1,7 @@
 """Regenerate docs/cli.md from the CLI itself, so the reference never drifts from the code.
 
-    .venv/bin/python scripts/gen_cli_docs.py          # rewrite docs/cli.md
-    .venv/bin/python scripts/gen_cli_docs.py --check  # exit 1 if docs/cli.md is stale
+.venv/bin/python scripts/gen_cli_docs.py          # rewrite docs/cli.md
+.venv/bin/python scripts/gen_cli_docs.py --check  # exit 1 if docs/cli.md is stale
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import typer
 
 from agentmill.cli import app
 
+# ruff: noqa: E501  (the header is Markdown whose table rows are long by nature)
 DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
 HEADER = """# CLI reference
@@ -39,7 +40,9 @@ exits 0, unless `--strict` or `--max-bad-fraction F` is given.
 def _param_row(p) -> str:
     names = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
     kind = "argument" if p.param_type_name == "argument" else "option"
-    default = "" if p.default in (None, False, [], ()) or p.required else f" (default: `{p.default}`)"
+    default = (
+        "" if p.default in (None, False, [], ()) or p.required else f" (default: `{p.default}`)"
+    )
     help_text = (getattr(p, "help", None) or "").replace("|", "\\|")
     return f"| {names} | {kind}{' (required)' if p.required else ''} | {help_text}{default} |"
 
@@ -48,8 +51,9 @@ def render() -> str:
     group = typer.main.get_command(app)
     parts = [HEADER]
     for name, cmd in group.commands.items():  # registration order
-        usage = " ".join(p.name.upper() if p.param_type_name == "argument" else ""
-                         for p in cmd.params).split()
+        usage = " ".join(
+            p.name.upper() if p.param_type_name == "argument" else "" for p in cmd.params
+        ).split()
         parts.append(f"## `agentmill {name}`\n\n{(cmd.help or '').strip()}\n")
         parts.append(f"```\nagentmill {name} [OPTIONS] {' '.join(usage)}\n```\n")
         parts.append("| name | kind | meaning |\n| --- | --- | --- |")

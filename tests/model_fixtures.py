@@ -82,7 +82,8 @@ def _answers(base_url: str) -> bool:
     """True once a one-token chat completion comes back 200."""
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
     req = urllib.request.Request(
-        f"{base_url}/chat/completions", data=json.dumps(body).encode(),
+        f"{base_url}/chat/completions",
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
     try:
@@ -124,11 +125,20 @@ def loopback_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory)
     (work / "hub").mkdir()
     log = work / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(work / "hub")}
-    cmd = [*_serve_command(), str(smollm_path), "--host", "127.0.0.1", "--port", str(port),
-           "--device", "cpu"]
+    cmd = [
+        *_serve_command(),
+        str(smollm_path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+    ]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         _wait_ready(proc, base_url, log)

@@ -7,8 +7,14 @@ from agentmill.config import additive_view, dump_config, fingerprint, load_confi
 from agentmill.errors import UserError
 
 BASE = {
-    "backends": {"teacher": {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
-                             "api_key_env": "MY_KEY"}},
+    "backends": {
+        "teacher": {
+            "type": "openai",
+            "base_url": "http://127.0.0.1:9/v1",
+            "model": "m",
+            "api_key_env": "MY_KEY",
+        }
+    },
     "sources": [{"path": "tasks.jsonl"}],
     "rollout": {"n": 2, "params": {"temperature": 0.5}},
 }
@@ -20,16 +26,31 @@ def _write(tmp_path: Path, data: dict) -> Path:
     return p
 
 
-@pytest.mark.parametrize("override, message", [
-    ("rollout.temprature=1", "unknown key 'rollout.temprature' (allowed here: backend, n, params, system_prompt)"),
-    ("rollout.n=0", "rollout.n: input should be greater than or equal to 1 (got 0)"),
-    ("backends.teacher.bogus=1", "unknown key 'backends.teacher.bogus' (allowed here: api_key_env,"),
-    ("rollout.backend=judge", "rollout.backend 'judge' is not defined in backends (defined: teacher)"),
-    ("backends.teacher.type=nope", "backends.teacher: missing or unknown 'type'"),
-    ("backends.teacher.base_url=localhost:8000", "must start with http:// or https://"),
-    ("backends.teacher.headers.Authorization=Bearer x", "put the key in an environment variable"),
-    ("rollout.params.top_p=2", "rollout.params.top_p: input should be less than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "rollout.temprature=1",
+            "unknown key 'rollout.temprature' (allowed here: backend, n, params, system_prompt)",
+        ),
+        ("rollout.n=0", "rollout.n: input should be greater than or equal to 1 (got 0)"),
+        (
+            "backends.teacher.bogus=1",
+            "unknown key 'backends.teacher.bogus' (allowed here: api_key_env,",
+        ),
+        (
+            "rollout.backend=judge",
+            "rollout.backend 'judge' is not defined in backends (defined: teacher)",
+        ),
+        ("backends.teacher.type=nope", "backends.teacher: missing or unknown 'type'"),
+        ("backends.teacher.base_url=localhost:8000", "must start with http:// or https://"),
+        (
+            "backends.teacher.headers.Authorization=Bearer x",
+            "put the key in an environment variable",
+        ),
+        ("rollout.params.top_p=2", "rollout.params.top_p: input should be less than or equal to 1"),
+    ],
+)
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(UserError) as e:
         load_config(_write(tmp_path, BASE), [override])
@@ -40,7 +61,9 @@ def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, override: str, me
 def test_overrides_and_merged_files(tmp_path: Path) -> None:
     extra = tmp_path / "more.yaml"
     extra.write_text("rollout: {params: {max_tokens: 7}}\n")
-    cfg = load_config(_write(tmp_path, BASE), ["rollout.n=5", str(extra), "rollout.params.stop=[a, b]"])
+    cfg = load_config(
+        _write(tmp_path, BASE), ["rollout.n=5", str(extra), "rollout.params.stop=[a, b]"]
+    )
     assert cfg.rollout.n == 5 and cfg.rollout.params.max_tokens == 7
     assert cfg.rollout.params.stop == ["a", "b"] and cfg.rollout.params.temperature == 0.5
     # relative source paths are relative to the config file's folder
@@ -59,13 +82,25 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
 def test_fingerprint_ignores_transport_and_additive_settings(tmp_path: Path) -> None:
     p = _write(tmp_path, BASE)
     base = load_config(p)
-    same = load_config(p, ["rollout.n=9", "backends.teacher.max_concurrency=3",
-                           "backends.teacher.base_url=http://other:1/v1", "sources.0.limit=4",
-                           "backends.judge.type=scripted"])  # an unused backend does not count
+    same = load_config(
+        p,
+        [
+            "rollout.n=9",
+            "backends.teacher.max_concurrency=3",
+            "backends.teacher.base_url=http://other:1/v1",
+            "sources.0.limit=4",
+            "backends.judge.type=scripted",
+        ],
+    )  # an unused backend does not count
     assert fingerprint(same) == fingerprint(base)
     assert additive_view(same) == {"sources": [{"limit": 4}], "rollout": {"n": 9}}
-    for change in ("rollout.params.temperature=0.9", "backends.teacher.model=other", "seed=1",
-                   "rollout.system_prompt=be brief", "backends.teacher.extra_body.x=1"):
+    for change in (
+        "rollout.params.temperature=0.9",
+        "backends.teacher.model=other",
+        "seed=1",
+        "rollout.system_prompt=be brief",
+        "backends.teacher.extra_body.x=1",
+    ):
         assert fingerprint(load_config(p, [change])) != fingerprint(base), change
 
 

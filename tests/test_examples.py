@@ -20,8 +20,11 @@ def _overrides(example: Path, server: str, model_dir: Path) -> list[str]:
     out = ["rollout.params.max_tokens=24"]
     for name, b in cfg["backends"].items():
         if b["type"] == "openai":
-            out += [f"backends.{name}.base_url={server}", f"backends.{name}.model={model_dir}",
-                    f"backends.{name}.api_key_env=AGENTMILL_EXAMPLE_KEY"]
+            out += [
+                f"backends.{name}.base_url={server}",
+                f"backends.{name}.model={model_dir}",
+                f"backends.{name}.api_key_env=AGENTMILL_EXAMPLE_KEY",
+            ]
     return out
 
 
@@ -31,10 +34,21 @@ def test_examples_exist() -> None:
 
 @pytest.mark.model
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_runs(example: Path, tmp_path, cli, loopback_server, smollm_path, monkeypatch) -> None:
+def test_example_runs(
+    example: Path, tmp_path, cli, loopback_server, smollm_path, monkeypatch
+) -> None:
     monkeypatch.setenv("AGENTMILL_EXAMPLE_KEY", "unused-by-transformers-serve")
     out = tmp_path / "run"
-    args = ["run", example, "--out", out, "--limit", "2", "-c", f"cache.path={tmp_path / 'c.sqlite'}"]
+    args = [
+        "run",
+        example,
+        "--out",
+        out,
+        "--limit",
+        "2",
+        "-c",
+        f"cache.path={tmp_path / 'c.sqlite'}",
+    ]
     for o in _overrides(example, loopback_server, smollm_path):
         args += ["-c", o]
     rc, stdout, stderr = cli(*args)
@@ -42,5 +56,7 @@ def test_example_runs(example: Path, tmp_path, cli, loopback_server, smollm_path
     n = yaml.safe_load(example.read_text())["rollout"]["n"]
     trajs = [orjson.loads(x) for _, x in iter_jsonl(out / "rollout" / "records.jsonl")]
     assert len(trajs) == 2 * n
-    assert all(t["messages"][-1]["role"] == "assistant" and t["usage"]["completion_tokens"] > 0
-               for t in trajs)
+    assert all(
+        t["messages"][-1]["role"] == "assistant" and t["usage"]["completion_tokens"] > 0
+        for t in trajs
+    )

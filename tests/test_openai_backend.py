@@ -23,9 +23,14 @@ from agentmill.records import FunctionCall, Message, SamplingParams, ToolCall
 from agentmill.testing.stub_server import run_stub_in_thread
 
 KEY = "sk-test-0123456789abcdef"
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 
 
 def make(url: str, **kw: Any) -> OpenAIBackend:
@@ -36,13 +41,18 @@ def user(text: str) -> list[Message]:
     return [Message(role="system", content="be brief"), Message(role="user", content=text)]
 
 
-def call(backend: OpenAIBackend, text: str, tools: list[dict[str, Any]] | None = None,
-         params: SamplingParams | None = None) -> Completion:
+def call(
+    backend: OpenAIBackend,
+    text: str,
+    tools: list[dict[str, Any]] | None = None,
+    params: SamplingParams | None = None,
+) -> Completion:
     async def go() -> Completion:
         try:
             return await backend.complete(user(text), tools, params or SamplingParams())
         finally:
             await backend.aclose()
+
     return asyncio.run(go())
 
 
@@ -68,18 +78,32 @@ def test_request_body_sends_only_set_fields() -> None:
     with run_stub_in_thread() as (server, url):
         backend = make(url, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
         call(backend, "plain", params=SamplingParams(temperature=0.2, max_tokens=7))
-        call(backend, "named", tools=[WEATHER_TOOL],
-             params=SamplingParams(seed=3, stop=["###"], tool_choice="get_weather"))
-        call(backend, "required", tools=[WEATHER_TOOL],
-             params=SamplingParams(tool_choice="required"))
-        call(backend, "tools but none given", tools=[],
-             params=SamplingParams(tool_choice="required"))
+        call(
+            backend,
+            "named",
+            tools=[WEATHER_TOOL],
+            params=SamplingParams(seed=3, stop=["###"], tool_choice="get_weather"),
+        )
+        call(
+            backend, "required", tools=[WEATHER_TOOL], params=SamplingParams(tool_choice="required")
+        )
+        call(
+            backend, "tools but none given", tools=[], params=SamplingParams(tool_choice="required")
+        )
     plain = server.bodies["plain"]
-    assert set(plain) == {"model", "messages", "temperature", "top_p", "max_tokens",
-                          "chat_template_kwargs"}
+    assert set(plain) == {
+        "model",
+        "messages",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "chat_template_kwargs",
+    }
     assert (plain["temperature"], plain["max_tokens"], plain["model"]) == (0.2, 7, "m")
-    assert plain["messages"] == [{"role": "system", "content": "be brief"},
-                                 {"role": "user", "content": "plain"}]
+    assert plain["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "plain"},
+    ]
     named = server.bodies["named"]
     assert named["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert (named["tools"], named["seed"], named["stop"]) == ([WEATHER_TOOL], 3, ["###"])
@@ -89,12 +113,19 @@ def test_request_body_sends_only_set_fields() -> None:
 
 
 def test_assistant_tool_calls_are_sent_with_string_arguments() -> None:
-    history = [Message(role="user", content="weather?"),
-               Message(role="assistant", tool_calls=[ToolCall(
-                   id="c1",
-                   function=FunctionCall(name="get_weather", arguments={"city": "Oslo"}))]),
-               Message(role="tool", tool_call_id="c1", content="sunny"),
-               Message(role="user", content="thanks")]
+    history = [
+        Message(role="user", content="weather?"),
+        Message(
+            role="assistant",
+            tool_calls=[
+                ToolCall(
+                    id="c1", function=FunctionCall(name="get_weather", arguments={"city": "Oslo"})
+                )
+            ],
+        ),
+        Message(role="tool", tool_call_id="c1", content="sunny"),
+        Message(role="user", content="thanks"),
+    ]
     with run_stub_in_thread() as (server, url):
         backend = make(url)
 
@@ -119,8 +150,12 @@ def test_tool_calls_with_string_dict_and_malformed_arguments() -> None:
         {"type": "function", "function": fn('{"city": Par')},  # no id, malformed arguments
     ]
     with run_stub_in_thread() as (server, url):
-        server.add_reply("weather", {"content": None, "tool_calls": calls},
-                         finish_reason="tool_calls", usage=None)
+        server.add_reply(
+            "weather",
+            {"content": None, "tool_calls": calls},
+            finish_reason="tool_calls",
+            usage=None,
+        )
         c = call(make(url), "weather", tools=[WEATHER_TOOL])
     assert c.text == "" and c.finish_reason == "tool_calls"
     assert [t.id for t in c.tool_calls] == ["a", "b", "call_2"]
@@ -149,8 +184,12 @@ def test_reasoning_fields_and_think_block_splitting() -> None:
 
 # ---------------------------------------------------------------- faults and retries
 FAULTS = {  # last user message -> expected attempts on success
-    "FAULT=429x2 a": 3, "FAULT=429x2 b": 3, "FAULT=500x2": 3, "FAULT=hangx1": 2,
-    "FAULT=resetx1": 2, "FAULT=badjsonx1": 2,
+    "FAULT=429x2 a": 3,
+    "FAULT=429x2 b": 3,
+    "FAULT=500x2": 3,
+    "FAULT=hangx1": 2,
+    "FAULT=resetx1": 2,
+    "FAULT=badjsonx1": 2,
 }
 
 
@@ -179,7 +218,8 @@ def test_fault_batch_retries_transient_and_fails_permanent() -> None:
     assert counts["FAULT=500x99"] == 4
     assert_failed(results["FAULT=400x1"], "http_400", 1, transient=False)
     assert f"HTTP 500 from {url}/chat/completions after 4 attempts: " in str(
-        results["FAULT=500x99"])
+        results["FAULT=500x99"]
+    )
     assert_retry_after_respected(log, ["FAULT=429x2 a", "FAULT=429x2 b"], 1.0)
 
 
@@ -232,7 +272,8 @@ def test_api_key_is_sent_and_never_leaks(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_wrong_key_fails_at_once_and_missing_variable_is_a_user_error(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("AGENTMILL_TEST_KEY", "sk-wrong")
     monkeypatch.delenv("AGENTMILL_TEST_MISSING", raising=False)
     with run_stub_in_thread(require_key=KEY) as (_, url):
@@ -251,8 +292,9 @@ def test_rpm_limit_delays_requests_beyond_the_burst() -> None:
 
         async def burst() -> float:
             start = time.time()
-            await asyncio.gather(*(backend.complete(user(f"r{i}"), None, SamplingParams())
-                                   for i in range(122)))
+            await asyncio.gather(
+                *(backend.complete(user(f"r{i}"), None, SamplingParams()) for i in range(122))
+            )
             await backend.aclose()
             return start
 
@@ -298,7 +340,8 @@ def test_check_reachable() -> None:
         asyncio.run(backend.check_reachable())
     assert "backend teacher: cannot reach http://127.0.0.1:" in str(info.value)
     assert "connection refused; start the server or fix backends.teacher.base_url" in str(
-        info.value)
+        info.value
+    )
     with run_stub_in_thread() as (_, url):
         ok = make(url)
         asyncio.run(ok.check_reachable())

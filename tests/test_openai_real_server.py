@@ -23,8 +23,12 @@ def test_backend_against_transformers_serve(loopback_server, smollm_path) -> Non
     async def go():
         try:
             await backend.check_reachable()
-            return await asyncio.gather(*[
-                backend.complete([Message(role="user", content=p)], None, params) for p in prompts])
+            return await asyncio.gather(
+                *[
+                    backend.complete([Message(role="user", content=p)], None, params)
+                    for p in prompts
+                ]
+            )
         finally:
             await backend.aclose()
 
@@ -35,21 +39,32 @@ def test_backend_against_transformers_serve(loopback_server, smollm_path) -> Non
         assert c.finish_reason in ("stop", "length")
 
 
-def test_run_through_the_server_is_consistent(loopback_server, smollm_path, tmp_path, cli,
-                                              write_config, tasks_file) -> None:
-    cfg = write_config({
-        "name": "srv", "sources": [{"path": str(tasks_file(3))}],
-        "backends": {"teacher": {"type": "openai", "base_url": loopback_server,
-                                 "model": str(smollm_path)}},
-        "rollout": {"n": 2, "params": {"temperature": 0.8, "max_tokens": 16, "seed": 5}},
-    })
+def test_run_through_the_server_is_consistent(
+    loopback_server, smollm_path, tmp_path, cli, write_config, tasks_file
+) -> None:
+    cfg = write_config(
+        {
+            "name": "srv",
+            "sources": [{"path": str(tasks_file(3))}],
+            "backends": {
+                "teacher": {
+                    "type": "openai",
+                    "base_url": loopback_server,
+                    "model": str(smollm_path),
+                }
+            },
+            "rollout": {"n": 2, "params": {"temperature": 0.8, "max_tokens": 16, "seed": 5}},
+        }
+    )
     out = tmp_path / "run"
     rc, stdout, stderr = cli("run", cfg, "--out", out)
     assert rc == 0, stdout + stderr
     trajs = [orjson.loads(x) for _, x in iter_jsonl(out / "rollout" / "records.jsonl")]
     calls = [orjson.loads(x) for _, x in iter_jsonl(out / "calls.jsonl")]
     assert len(trajs) == 6 and len(calls) == 6
-    assert sum(c["completion_tokens"] for c in calls) == sum(t["usage"]["completion_tokens"] for t in trajs)
+    assert sum(c["completion_tokens"] for c in calls) == sum(
+        t["usage"]["completion_tokens"] for t in trajs
+    )
     assert {t["params"]["seed"] for t in trajs} == {5, 6}  # sample i sends seed + i
     rc, stdout, _ = cli("run", cfg, "--out", out, "--new")  # same config: all from the cache
     assert rc == 0 and "model calls 0" in stdout and "cache hits 6" in stdout

@@ -29,8 +29,11 @@ def test_run_writes_a_consistent_run_folder(tmp_path, cli, write_config, tasks_f
     assert len(trajs) == 15 and len({(t["task_id"], t["sample_index"]) for t in trajs}) == 15
     tasks = _lines(out / "source" / "records.jsonl")
     assert {t["task_id"] for t in trajs} == {t["id"] for t in tasks}
-    assert all(t["messages"][-1] == {"role": "assistant", "content": "the answer is 4",
-                                     "usage": t["usage"]} for t in trajs)
+    assert all(
+        t["messages"][-1]
+        == {"role": "assistant", "content": "the answer is 4", "usage": t["usage"]}
+        for t in trajs
+    )
     manifest = orjson.loads((out / "manifest.json").read_bytes())
     assert manifest["stages"]["rollout"]["done"] == 15 and manifest["stages"]["rollout"]["complete"]
     assert len(_lines(out / "calls.jsonl")) == 15
@@ -61,7 +64,9 @@ def test_rerun_resumes_tops_up_and_refuses_changes(tmp_path, cli, write_config, 
     assert len(_lines(out / "rollout" / "records.jsonl")) == 15  # refusals lose nothing
 
 
-def test_new_run_beside_the_old_one_is_served_from_the_cache(tmp_path, cli, write_config, tasks_file) -> None:
+def test_new_run_beside_the_old_one_is_served_from_the_cache(
+    tmp_path, cli, write_config, tasks_file
+) -> None:
     cfg = write_config(_cfg(tasks_file(3)))
     out = tmp_path / "run"
     assert cli("run", cfg, "--out", out)[0] == 0
@@ -70,11 +75,15 @@ def test_new_run_beside_the_old_one_is_served_from_the_cache(tmp_path, cli, writ
     assert len(_lines(tmp_path / "run.2" / "rollout" / "records.jsonl")) == 6
     rc, stdout, _ = cli("run", cfg, "--out", out, "--new", "--no-cache")
     assert rc == 0 and "model calls 6" in stdout
-    rc, stdout, _ = cli("run", cfg, "--out", out, "--new", "-c", "seed=7")  # a new seed: fresh samples
+    rc, stdout, _ = cli(
+        "run", cfg, "--out", out, "--new", "-c", "seed=7"
+    )  # a new seed: fresh samples
     assert rc == 0 and "model calls 6" in stdout
 
 
-def test_bad_records_are_skipped_counted_and_strict_fails(tmp_path, cli, write_config, tasks_file) -> None:
+def test_bad_records_are_skipped_counted_and_strict_fails(
+    tmp_path, cli, write_config, tasks_file
+) -> None:
     tasks = tasks_file(3)
     with tasks.open("a") as f:
         f.write('{"question": "broken\n[1, 2]\n{"no_prompt_here": 1}\n')
@@ -93,7 +102,9 @@ def test_bad_records_are_skipped_counted_and_strict_fails(tmp_path, cli, write_c
     assert len(_lines(out / "failures.jsonl")) == 3  # re-reading the file adds no duplicates
 
 
-def test_failed_calls_exit_1_and_are_retried_on_resume(tmp_path, cli, write_config, tasks_file) -> None:
+def test_failed_calls_exit_1_and_are_retried_on_resume(
+    tmp_path, cli, write_config, tasks_file
+) -> None:
     cfg = write_config(_cfg(tasks_file(3), n=2, replies=["ok", {"fail": "http_500"}]))
     out = tmp_path / "run"
     rc, stdout, _ = cli("run", cfg, "--out", out, "--no-cache")
@@ -125,7 +136,9 @@ def test_show_and_stats(tmp_path, cli, write_config, tasks_file) -> None:
     rc, _, err = cli("show", out, "--index", "9")
     assert rc == 2 and "out of range" in err
     stats = orjson.loads(cli("stats", out / "rollout" / "records.jsonl", "--json")[1])
-    assert stats["trajectories"] == 4 and stats["tasks"] == 2 and stats["stop_reason"] == {"stop": 4}
+    assert (
+        stats["trajectories"] == 4 and stats["tasks"] == 2 and stats["stop_reason"] == {"stop": 4}
+    )
     (tmp_path / "junk.jsonl").write_text("{}\nnot json\n")
     rc, _, err = cli("stats", tmp_path / "junk.jsonl")
     assert rc == 2 and "junk.jsonl:2 is not valid JSON" in err
@@ -134,17 +147,37 @@ def test_show_and_stats(tmp_path, cli, write_config, tasks_file) -> None:
 def test_bad_input_is_one_line_and_exit_2(tmp_path, cli, write_config, tasks_file) -> None:
     good = _cfg(tasks_file(2))
     cases = {
-        "unknown key": ({**good, "rollout": {"n": 1, "temprature": 1}}, "unknown key 'rollout.temprature'"),
-        "bad value": ({**good, "rollout": {"n": "many"}}, "rollout.n: input should be a valid integer"),
-        "missing task file": ({**good, "sources": [{"path": str(tmp_path / "nope.jsonl")}]},
-                              "task file not found"),
-        "unreachable server": ({**good, "backends": {"teacher": {
-            "type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 0}}},
-            "cannot reach http://127.0.0.1:9/v1: connection refused; start the server"),
+        "unknown key": (
+            {**good, "rollout": {"n": 1, "temprature": 1}},
+            "unknown key 'rollout.temprature'",
+        ),
+        "bad value": (
+            {**good, "rollout": {"n": "many"}},
+            "rollout.n: input should be a valid integer",
+        ),
+        "missing task file": (
+            {**good, "sources": [{"path": str(tmp_path / "nope.jsonl")}]},
+            "task file not found",
+        ),
+        "unreachable server": (
+            {
+                **good,
+                "backends": {
+                    "teacher": {
+                        "type": "openai",
+                        "base_url": "http://127.0.0.1:9/v1",
+                        "model": "m",
+                        "max_retries": 0,
+                    }
+                },
+            },
+            "cannot reach http://127.0.0.1:9/v1: connection refused; start the server",
+        ),
     }
     for name, (cfg, message) in cases.items():
-        rc, stdout, err = cli("run", write_config(cfg, f"{name.replace(' ', '_')}.yaml"),
-                              "--out", tmp_path / "run")
+        rc, stdout, err = cli(
+            "run", write_config(cfg, f"{name.replace(' ', '_')}.yaml"), "--out", tmp_path / "run"
+        )
         assert rc == 2, name
         assert message in err, (name, err)
         assert len(err.strip().splitlines()) == 1, (name, err)

@@ -2,23 +2,42 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from agentmill.records import FunctionCall, Message, SamplingParams, Task, ToolCall, Trajectory, Usage
+from agentmill.records import (
+    FunctionCall,
+    Message,
+    SamplingParams,
+    Task,
+    ToolCall,
+    Trajectory,
+    Usage,
+)
 
 
 def _traj() -> Trajectory:
-    call = ToolCall(id="c1", function=FunctionCall(name="calculator", arguments={"expression": "2+2"}))
+    call = ToolCall(
+        id="c1", function=FunctionCall(name="calculator", arguments={"expression": "2+2"})
+    )
     bad = ToolCall(id="c2", function=FunctionCall.parse("calculator", '{"expression": "2+'))
     return Trajectory(
-        id="t1", task_id="abc", sample_index=3,
+        id="t1",
+        task_id="abc",
+        sample_index=3,
         messages=[
             Message(role="system", content="sys"),
             Message(role="user", content=[{"type": "text", "text": "hi"}]),
-            Message(role="assistant", content=None, tool_calls=[call, bad], reasoning="think",
-                    usage=Usage(prompt_tokens=5, completion_tokens=7)),
+            Message(
+                role="assistant",
+                content=None,
+                tool_calls=[call, bad],
+                reasoning="think",
+                usage=Usage(prompt_tokens=5, completion_tokens=7),
+            ),
             Message(role="tool", content="4", tool_call_id="c1", name="calculator"),
             Message(role="assistant", content="4"),
         ],
-        final_answer="4", rewards={"math": 1.0}, params=SamplingParams(temperature=0.0, seed=1),
+        final_answer="4",
+        rewards={"math": 1.0},
+        params=SamplingParams(temperature=0.0, seed=1),
         usage=Usage(prompt_tokens=5, completion_tokens=7),
     )
 
@@ -43,10 +62,18 @@ def test_unparseable_arguments_keep_raw_text() -> None:
     assert orjson.loads(sent[0]["function"]["arguments"]) == {"expression": "2+2"}
 
 
-@pytest.mark.parametrize("raw, args, kept", [
-    ('{"a": 1}', {"a": 1}, None), ({"a": 1}, {"a": 1}, None), ("", {}, None), (None, {}, None),
-    ("[1, 2]", None, "[1, 2]"), ("not json", None, "not json"), ('"str"', None, '"str"'),
-])
+@pytest.mark.parametrize(
+    "raw, args, kept",
+    [
+        ('{"a": 1}', {"a": 1}, None),
+        ({"a": 1}, {"a": 1}, None),
+        ("", {}, None),
+        (None, {}, None),
+        ("[1, 2]", None, "[1, 2]"),
+        ("not json", None, "not json"),
+        ('"str"', None, '"str"'),
+    ],
+)
 def test_function_call_parse(raw, args, kept) -> None:
     fc = FunctionCall.parse("f", raw)
     assert fc.arguments == args and fc.raw_arguments == kept
@@ -69,7 +96,14 @@ def test_unknown_keys_and_bad_roles_are_refused() -> None:
 
 
 def test_text_of_parts_and_usage_sum() -> None:
-    m = Message(role="user", content=[{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}])
+    m = Message(
+        role="user",
+        content=[
+            {"type": "text", "text": "a"},
+            {"type": "image_url"},
+            {"type": "text", "text": "b"},
+        ],
+    )
     assert m.text == "ab"
     u = Usage(prompt_tokens=1, completion_tokens=2) + Usage(prompt_tokens=3, completion_tokens=4)
     assert (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (4, 6, 10)

@@ -39,8 +39,9 @@ def test_jsonl_parquet_json_array_and_hf_folder_give_the_same_tasks(tmp_path: Pa
     pqf = tmp_path / "t.parquet"
     pq.write_table(pa.Table.from_pylist(ROWS), pqf)
     hf = tmp_path / "hf"
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS),
-                          "test": datasets.Dataset.from_list(ROWS[:1])}).save_to_disk(str(hf))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(ROWS), "test": datasets.Dataset.from_list(ROWS[:1])}
+    ).save_to_disk(str(hf))
     results = [_tasks(FileSourceConfig(path=p, field_map=FM)) for p in (jl, arr, pqf, hf)]
     for items in results:
         _check(items)
@@ -50,14 +51,22 @@ def test_jsonl_parquet_json_array_and_hf_folder_give_the_same_tasks(tmp_path: Pa
 
 def test_messages_tools_system_and_autodetect(tmp_path: Path) -> None:
     rows = [
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
-         "tools": '[{"name": "f", "parameters": {"type": "object"}}]', "id": 7},
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+            ],
+            "tools": '[{"name": "f", "parameters": {"type": "object"}}]',
+            "id": 7,
+        },
         {"question": "2+2?", "answer": 4, "system": "be brief"},
     ]
     p = tmp_path / "t.jsonl"
     p.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     a, b = _tasks(FileSourceConfig(path=p, system_prompt="default system"))
-    assert [m.role for m in a.prompt] == ["system", "user"] and a.prompt[0].content == "default system"
+    assert [m.role for m in a.prompt] == ["system", "user"] and a.prompt[
+        0
+    ].content == "default system"
     assert a.ground_truth == "hello" and a.tools[0]["function"]["name"] == "f"
     assert a.provenance.source_id == "7"
     assert b.prompt[0].content == "be brief" and b.ground_truth == 4
@@ -65,11 +74,19 @@ def test_messages_tools_system_and_autodetect(tmp_path: Path) -> None:
 
 def test_bad_rows_become_bad_items_with_reasons(tmp_path: Path) -> None:
     p = tmp_path / "t.jsonl"
-    p.write_text('{"prompt": "ok"}\n{oops\n"str"\n{"text": "x"}\n'
-                 '{"messages": [{"role": "robot", "content": "x"}]}\n{"prompt": "ok2"}\n')
+    p.write_text(
+        '{"prompt": "ok"}\n{oops\n"str"\n{"text": "x"}\n'
+        '{"messages": [{"role": "robot", "content": "x"}]}\n{"prompt": "ok2"}\n'
+    )
     items = _tasks(FileSourceConfig(path=p))
     assert [getattr(i, "reason", "task") for i in items] == [
-        "task", "invalid_json", "not_an_object", "missing_field", "bad_field", "task"]
+        "task",
+        "invalid_json",
+        "not_an_object",
+        "missing_field",
+        "bad_field",
+        "task",
+    ]
     assert items[1].key == f"{p}:2"
 
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agentmill.cache import ResponseCache
 from agentmill.backends.base import Completion
+from agentmill.cache import ResponseCache
 from agentmill.errors import UserError
 from agentmill.records import Usage
 from agentmill.store import FailureLog, JsonlWriter, RunStore, iter_jsonl, repair_torn_tail
@@ -60,7 +60,9 @@ def test_corrupt_manifest_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_cache_round_trip_and_corrupt_file(tmp_path: Path) -> None:
     cache = ResponseCache(tmp_path / "c.sqlite")
-    c = Completion(text="hi", usage=Usage(prompt_tokens=1, completion_tokens=2), model="m", attempts=3)
+    c = Completion(
+        text="hi", usage=Usage(prompt_tokens=1, completion_tokens=2), model="m", attempts=3
+    )
     assert cache.get("k") is None
     cache.put("k", "teacher", c)
     got = cache.get("k")

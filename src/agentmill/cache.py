@@ -30,8 +30,14 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
-def cache_key(backend_fp: str, messages: list[dict[str, Any]], tools: Any,
-              params: dict[str, Any], seed: int, sample_index: int) -> str:
+def cache_key(
+    backend_fp: str,
+    messages: list[dict[str, Any]],
+    tools: Any,
+    params: dict[str, Any],
+    seed: int,
+    sample_index: int,
+) -> str:
     return content_hash(
         {"b": backend_fp, "m": messages, "t": tools, "p": params, "s": seed, "i": sample_index},
         length=32,

@@ -263,11 +263,15 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"config {path}{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+        raise UserError(
+            f"config {path}{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"config {path}: the top level must be a mapping of keys, got {type(data).__name__}")
+        raise UserError(
+            f"config {path}: the top level must be a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 
@@ -330,7 +334,8 @@ _TAGS = {"openai", "local", "scripted", "file"}
 def _display_loc(loc: tuple[Any, ...]) -> str:
     """`backends.teacher.local.foo` -> `backends.teacher.foo`: hide union tags from users."""
     parts = [
-        str(p) for i, p in enumerate(loc)
+        str(p)
+        for i, p in enumerate(loc)
         if not (p in _TAGS and i >= 2 and loc[i - 2] in ("backends", "sources"))
     ]
     return ".".join(parts)
@@ -338,8 +343,12 @@ def _display_loc(loc: tuple[Any, ...]) -> str:
 
 def _allowed_keys(err: ValidationError, loc: tuple[Any, ...]) -> list[str]:
     model: Any = RunConfig if err.title == "RunConfig" else None
-    tagged = {"openai": OpenAIBackendConfig, "local": LocalBackendConfig,
-              "scripted": ScriptedBackendConfig, "file": FileSourceConfig}
+    tagged = {
+        "openai": OpenAIBackendConfig,
+        "local": LocalBackendConfig,
+        "scripted": ScriptedBackendConfig,
+        "file": FileSourceConfig,
+    }
     for part in loc[:-1]:
         if part in tagged:
             model = tagged[part]

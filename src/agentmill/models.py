@@ -109,9 +109,7 @@ def gguf_file(alias: str) -> Path:
     found = importlib.util.find_spec(spec.module)
     locations = list(found.submodule_search_locations or []) if found else []
     if not locations or not (Path(locations[0]) / spec.gguf).is_file():
-        raise UserError(
-            f"embedded model {alias} needs its GGUF package: {spec.install_hint}"
-        )
+        raise UserError(f"embedded model {alias} needs its GGUF package: {spec.install_hint}")
     return Path(locations[0]) / spec.gguf
 
 
@@ -159,7 +157,9 @@ def convert_gguf(source: Path, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     model = AutoModelForCausalLM.from_pretrained(
-        source.parent, gguf_file=source.name, dtype=torch.float32,
+        source.parent,
+        gguf_file=source.name,
+        dtype=torch.float32,
         quantization_config=GgufConfig(dequantize=True),
     )
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)

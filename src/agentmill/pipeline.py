@@ -62,8 +62,16 @@ def default_cache_path() -> Path:
     return cache_root() / "responses.sqlite"
 
 
-def run(cfg: RunConfig, out: Path | None = None, *, new: bool = False, limit: int | None = None,
-        dry_run: bool = False, no_cache: bool = False, show_progress: bool = True) -> RunSummary:
+def run(
+    cfg: RunConfig,
+    out: Path | None = None,
+    *,
+    new: bool = False,
+    limit: int | None = None,
+    dry_run: bool = False,
+    no_cache: bool = False,
+    show_progress: bool = True,
+) -> RunSummary:
     """Run (or resume, or top up) the pipeline of `cfg` in its run folder."""
     store, grown = open_run(cfg, out, new=new)
     summary = RunSummary(run_dir=store.root, topped_up=grown, dry_run=dry_run)
@@ -83,7 +91,9 @@ def run(cfg: RunConfig, out: Path | None = None, *, new: bool = False, limit: in
 
 
 # ---------------------------------------------------------------- source stage
-def source_stage(cfg: RunConfig, store: RunStore, limit: int | None, summary: RunSummary) -> list[Task]:
+def source_stage(
+    cfg: RunConfig, store: RunStore, limit: int | None, summary: RunSummary
+) -> list[Task]:
     """Read every source; append new tasks to source/records.jsonl; count bad records."""
     stage = store.stage(SOURCE)
     known = stage.done_keys("id")
@@ -106,8 +116,12 @@ def source_stage(cfg: RunConfig, store: RunStore, limit: int | None, summary: Ru
                 break
     summary.tasks, summary.bad_records = len(tasks), sum(bad.values())
     _check_bad_fraction(cfg, summary)
-    stats = {"tasks": len(tasks), "bad_records": dict(bad), "duplicates": duplicates,
-             "stored": len(known | set(tasks))}
+    stats = {
+        "tasks": len(tasks),
+        "bad_records": dict(bad),
+        "duplicates": duplicates,
+        "stored": len(known | set(tasks)),
+    }
     stage.write_stats(stats)
     store.record_stage(SOURCE, **stats)
     return list(tasks.values())
@@ -119,11 +133,15 @@ def _check_bad_fraction(cfg: RunConfig, s: RunSummary) -> None:
         return
     where = f"see {s.run_dir / 'failures.jsonl'}"
     if cfg.strict:
-        raise UserError(f"{s.bad_records} bad record(s) in the sources ({where}); fix them or drop strict")
+        raise UserError(
+            f"{s.bad_records} bad record(s) in the sources ({where}); fix them or drop strict"
+        )
     limit = cfg.max_bad_fraction
     if limit is not None and s.bad_records / total > limit:
-        raise UserError(f"{s.bad_records} of {total} source records are bad, over max_bad_fraction "
-                        f"{limit} ({where}); fix them or raise the limit")
+        raise UserError(
+            f"{s.bad_records} of {total} source records are bad, over max_bad_fraction "
+            f"{limit} ({where}); fix them or raise the limit"
+        )
 
 
 # ---------------------------------------------------------------- rollout stage
@@ -156,12 +174,23 @@ def _instrumented(cfg: RunConfig, store: RunStore, no_cache: bool) -> Instrument
     if cfg.cache.enabled and not no_cache:
         cache = ResponseCache(cfg.cache.path or default_cache_path())
     backend = build_backend(name, bcfg)
-    return Instrumented(backend, content_hash(config_view(bcfg, "fingerprint")), cfg.seed,
-                        cache=cache, call_log=store.calls)
+    return Instrumented(
+        backend,
+        content_hash(config_view(bcfg, "fingerprint")),
+        cfg.seed,
+        cache=cache,
+        call_log=store.calls,
+    )
 
 
-async def rollout_stage(cfg: RunConfig, store: RunStore, tasks: list[Task], summary: RunSummary,
-                        no_cache: bool = False, show_progress: bool = True) -> None:
+async def rollout_stage(
+    cfg: RunConfig,
+    store: RunStore,
+    tasks: list[Task],
+    summary: RunSummary,
+    no_cache: bool = False,
+    show_progress: bool = True,
+) -> None:
     """Sample `n` completions per task; write each trajectory the moment it is finished."""
     stage = store.stage(ROLLOUT)
     done = stage.done_keys("task_id#sample_index")
@@ -169,8 +198,8 @@ async def rollout_stage(cfg: RunConfig, store: RunStore, tasks: list[Task], summ
     summary.expected = len(tasks) * cfg.rollout.n
     summary.done = summary.expected - len(todo)
     backend = _instrumented(cfg, store, no_cache)
-    if todo and hasattr(backend.backend, "check_reachable"):
-        await backend.backend.check_reachable()
+    if todo:
+        await _prepare(backend.backend)
     fp, run_id = store.manifest["fingerprint"], store.manifest["run_id"]
     start = time.time()
 
@@ -197,31 +226,58 @@ async def rollout_stage(cfg: RunConfig, store: RunStore, tasks: list[Task], summ
         _write_rollout_stats(store, summary, time.time() - start)
 
 
-async def _sample(backend: Instrumented, cfg: RunConfig, task: Task, i: int, key: str,
-                  fp: str, run_id: str) -> Trajectory:
+async def _prepare(backend: object) -> None:
+    """Fail fast on a dead endpoint; load an in-process model before the progress bar starts."""
+    if hasattr(backend, "check_reachable"):
+        await backend.check_reachable()
+    if hasattr(backend, "load"):
+        await asyncio.to_thread(backend.load)
+
+
+async def _sample(
+    backend: Instrumented, cfg: RunConfig, task: Task, i: int, key: str, fp: str, run_id: str
+) -> Trajectory:
     params = _params(cfg.rollout.params, i)
     messages = _prompt(task, cfg.rollout.system_prompt)
     c = await backend.complete(messages, task.tools or None, params, sample_index=i, work_key=key)
     return Trajectory(
-        id=Trajectory.make_id(task.id, i, fp), task_id=task.id, sample_index=i,
-        messages=[*messages, c.to_message()], final_answer=c.text, stop_reason=c.finish_reason,
-        usage=c.usage, latency_s=c.latency_s, model=c.model or backend.model,
-        backend=backend.name, params=params,
+        id=Trajectory.make_id(task.id, i, fp),
+        task_id=task.id,
+        sample_index=i,
+        messages=[*messages, c.to_message()],
+        final_answer=c.text,
+        stop_reason=c.finish_reason,
+        usage=c.usage,
+        latency_s=c.latency_s,
+        model=c.model or backend.model,
+        backend=backend.name,
+        params=params,
         provenance=task.provenance.model_copy(update={"run_id": run_id, "config_fingerprint": fp}),
         metadata={"cached": True} if c.cached else {},
     )
 
 
 def _write_rollout_stats(store: RunStore, s: RunSummary, seconds: float) -> None:
-    stats = {"expected": s.expected, "done": s.done, "made_this_session": s.made,
-             "failed": dict(s.failed), "pending": s.pending, "model_calls": s.model_calls,
-             "cache_hits": s.cache_hits, "seconds": round(seconds, 3)}
+    stats = {
+        "expected": s.expected,
+        "done": s.done,
+        "made_this_session": s.made,
+        "failed": dict(s.failed),
+        "pending": s.pending,
+        "model_calls": s.model_calls,
+        "cache_hits": s.cache_hits,
+        "seconds": round(seconds, 3),
+    }
     store.stage(ROLLOUT).write_stats(stats)
     store.record_stage(ROLLOUT, **stats, complete=s.pending == 0 and not s.failed)
 
 
-async def bounded(items: Iterable[Any], fn: Callable[[Any], Awaitable[None]], limit: int,
-                  advance: Callable[[], None] | None = None) -> None:
+async def bounded(
+    items: Iterable[Any],
+    fn: Callable[[Any], Awaitable[None]],
+    limit: int,
+    advance: Callable[[], None] | None = None,
+) -> None:
     """Run `fn` over `items` with at most `limit` in flight, pulling items lazily."""
     it = iter(items)
     running: set[asyncio.Task[None]] = set()

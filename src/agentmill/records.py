@@ -122,8 +122,10 @@ class Message(Record):
             return self.content
         return "".join(p.get("text", "") for p in self.content if isinstance(p, dict))
 
-    def to_openai(self) -> dict[str, Any]:
-        """The message as an OpenAI request expects it (arguments as JSON strings)."""
+    def to_openai(self, dict_arguments: bool = False) -> dict[str, Any]:
+        """The message as an OpenAI request expects it: tool-call arguments as JSON strings,
+        or as dicts (`dict_arguments`) the way chat templates index into them. Arguments that
+        did not parse are passed on as their raw text either way."""
         out: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.name is not None:
             out["name"] = self.name
@@ -136,14 +138,18 @@ class Message(Record):
                     "type": "function",
                     "function": {
                         "name": c.function.name,
-                        "arguments": c.function.raw_arguments
-                        if c.function.arguments is None
-                        else orjson.dumps(c.function.arguments).decode(),
+                        "arguments": _wire_arguments(c.function, dict_arguments),
                     },
                 }
                 for c in self.tool_calls
             ]
         return out
+
+
+def _wire_arguments(fc: FunctionCall, as_dict: bool) -> str | dict[str, Any] | None:
+    if fc.arguments is None:
+        return fc.raw_arguments
+    return fc.arguments if as_dict else orjson.dumps(fc.arguments).decode()
 
 
 class Provenance(Record):
@@ -172,9 +178,7 @@ class Task(Record):
     provenance: Provenance = Field(default_factory=lambda: Provenance(source="inline"))
 
     @staticmethod
-    def compute_id(
-        prompt: list[Message], ground_truth: Any, tools: list[dict[str, Any]]
-    ) -> str:
+    def compute_id(prompt: list[Message], ground_truth: Any, tools: list[dict[str, Any]]) -> str:
         return content_hash(
             {"prompt": [m.to_dict() for m in prompt], "ground_truth": ground_truth, "tools": tools}
         )
@@ -195,8 +199,13 @@ class Task(Record):
         if system is not None:
             messages.insert(0, Message(role="system", content=system))
         tools = tools or []
-        return cls(id=cls.compute_id(messages, ground_truth, tools), prompt=messages,
-                   ground_truth=ground_truth, tools=tools, **kw)
+        return cls(
+            id=cls.compute_id(messages, ground_truth, tools),
+            prompt=messages,
+            ground_truth=ground_truth,
+            tools=tools,
+            **kw,
+        )
 
     @property
     def query(self) -> str:

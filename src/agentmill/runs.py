@@ -15,7 +15,15 @@ from typing import Any
 
 from agentmill.config import RunConfig, additive_view, dump_config, fingerprint, fingerprint_view
 from agentmill.errors import UserError
-from agentmill.store import CONFIG, FAILURES, MANIFEST, RunStore, new_run_id, package_versions, write_atomic
+from agentmill.store import (
+    CONFIG,
+    FAILURES,
+    MANIFEST,
+    RunStore,
+    new_run_id,
+    package_versions,
+    write_atomic,
+)
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -39,8 +47,11 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable `key: old -> new` lines for the keys that differ."""
     a, b = _flatten(old), _flatten(new)
-    return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}"
-            for k in sorted(set(a) | set(b)) if a.get(k, "(unset)") != b.get(k, "(unset)")]
+    return [
+        f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, "(unset)") != b.get(k, "(unset)")
+    ]
 
 
 def _shrunk(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -69,22 +80,30 @@ def _check_compatible(out: Path, manifest: dict[str, Any], cfg: RunConfig) -> li
     changed = config_diff(manifest.get("fingerprint_view", {}), fingerprint_view(cfg))
     hint = "; rerun with --new to start a fresh run folder beside it, or restore the config"
     if changed:
-        shown = "; ".join(changed[:3]) + (f"; and {len(changed) - 3} more" if len(changed) > 3 else "")
+        shown = "; ".join(changed[:3]) + (
+            f"; and {len(changed) - 3} more" if len(changed) > 3 else ""
+        )
         raise UserError(f"run folder {out} was made with a different config ({shown}){hint}")
     shrunk = _shrunk(manifest.get("additive", {}), additive_view(cfg))
     if shrunk:
-        raise UserError(f"run folder {out} was made with more work than this config asks for "
-                        f"({'; '.join(shrunk)}){hint}")
+        raise UserError(
+            f"run folder {out} was made with more work than this config asks for "
+            f"({'; '.join(shrunk)}){hint}"
+        )
     return config_diff(manifest.get("additive", {}), additive_view(cfg))
 
 
 def _has_outputs(out: Path) -> bool:
     """True once any stage past `source` has written a record (the tasks alone are derived
     from the sources and cheap to re-read)."""
-    return any(p.stat().st_size > 0 for p in out.glob("*/records.jsonl") if p.parent.name != "source")
+    return any(
+        p.stat().st_size > 0 for p in out.glob("*/records.jsonl") if p.parent.name != "source"
+    )
 
 
-def open_run(cfg: RunConfig, out: Path | None = None, new: bool = False) -> tuple[RunStore, list[str]]:
+def open_run(
+    cfg: RunConfig, out: Path | None = None, new: bool = False
+) -> tuple[RunStore, list[str]]:
     """Open (or create) the run folder for `cfg`; return the store and any top-up changes.
 
     A folder whose earlier attempt produced nothing yet (say, a typo in the config stopped

@@ -5,7 +5,8 @@ Layout of a run folder::
     config.yaml            the resolved config (names of key variables only, never keys)
     manifest.json          run id, fingerprint, versions, per-stage counts and timings
     failures.jsonl         one line per failed item: stage, key, reason, error
-    calls.jsonl            one line per model call: time, backend, latency, retries, tokens, cache hit
+    calls.jsonl            one line per model call: time, backend, latency, retries, tokens,
+                           cache hit
     <stage>/records.jsonl  the stage's output records, one JSON line each, appended as made
     <stage>/stats.json     the stage's counts (done, failed by reason, tokens, seconds)
 
@@ -18,6 +19,7 @@ the keys of the records already written and skips that work.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import secrets
@@ -40,7 +42,15 @@ MANIFEST = "manifest.json"
 FAILURES = "failures.jsonl"
 CALLS = "calls.jsonl"
 CONFIG = "config.yaml"
-_TRACKED_PACKAGES = ("torch", "transformers", "aiohttp", "pydantic", "orjson", "datasets", "pyarrow")
+_TRACKED_PACKAGES = (
+    "torch",
+    "transformers",
+    "aiohttp",
+    "pydantic",
+    "orjson",
+    "datasets",
+    "pyarrow",
+)
 
 
 def repair_torn_tail(path: Path) -> int:
@@ -119,7 +129,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 @dataclass
 class FailureLog:
-    """failures.jsonl: one line per (stage, key, reason); a repeat of the same failure is not re-added."""
+    """failures.jsonl: one line per (stage, key, reason); a repeated failure is not re-added."""
 
     path: Path
     _seen: set[tuple[str, str, str]] = field(default_factory=set)
@@ -188,12 +198,14 @@ class Stage:
 
 
 def package_versions() -> dict[str, str]:
-    out = {"agentmill": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
+    out = {
+        "agentmill": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
     for name in _TRACKED_PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -228,7 +240,9 @@ class RunStore:
         try:
             return orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError:
-            raise UserError(f"{path} is corrupt; restore it or start a new run with --new") from None
+            raise UserError(
+                f"{path} is corrupt; restore it or start a new run with --new"
+            ) from None
 
     def stage(self, name: str) -> Stage:
         if name not in self._stages:

@@ -14,7 +14,17 @@ import orjson
 import yaml
 
 from agentmill.errors import UserError
-from agentmill.store import CALLS, CONFIG, FAILURES, MANIFEST, RunStore, Stage, iter_jsonl, read_failures, failure_counts
+from agentmill.store import (
+    CALLS,
+    CONFIG,
+    FAILURES,
+    MANIFEST,
+    RunStore,
+    Stage,
+    failure_counts,
+    iter_jsonl,
+    read_failures,
+)
 
 
 def resolve_records(path: Path) -> Path:
@@ -24,7 +34,9 @@ def resolve_records(path: Path) -> Path:
             p = path / stage / "records.jsonl"
             if p.exists():
                 return p
-        raise UserError(f"{path} has no records yet; pass a .jsonl file or a run folder that has run")
+        raise UserError(
+            f"{path} has no records yet; pass a .jsonl file or a run folder that has run"
+        )
     if not path.exists():
         raise UserError(f"file not found: {path}")
     return path
@@ -37,9 +49,13 @@ def load_records(path: Path) -> list[dict[str, Any]]:
         try:
             rec = orjson.loads(line)
         except orjson.JSONDecodeError:
-            raise UserError(f"{path}:{n} is not valid JSON; pass a JSONL file of agentmill records") from None
+            raise UserError(
+                f"{path}:{n} is not valid JSON; pass a JSONL file of agentmill records"
+            ) from None
         if not isinstance(rec, dict):
-            raise UserError(f"{path}:{n} is not a JSON object; pass a JSONL file of agentmill records")
+            raise UserError(
+                f"{path}:{n} is not a JSON object; pass a JSONL file of agentmill records"
+            )
         out.append(rec)
     return out
 
@@ -47,7 +63,9 @@ def load_records(path: Path) -> list[dict[str, Any]]:
 def run_status(run_dir: Path) -> dict[str, Any]:
     """Done / pending / failed-by-reason for each stage of a run folder."""
     if not (run_dir / MANIFEST).exists():
-        raise UserError(f"{run_dir} is not a run folder (no {MANIFEST}); pass the folder `agentmill run` wrote")
+        raise UserError(
+            f"{run_dir} is not a run folder (no {MANIFEST}); pass the folder `agentmill run` wrote"
+        )
     manifest = RunStore.read_manifest(run_dir)
     cfg = yaml.safe_load((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).exists() else {}
     n = int((cfg.get("rollout") or {}).get("n", 1))
@@ -59,14 +77,23 @@ def run_status(run_dir: Path) -> dict[str, Any]:
     expected = len(tasks) * n
     calls = [orjson.loads(line) for _, line in iter_jsonl(run_dir / CALLS)]
     return {
-        "run_dir": str(run_dir), "run_id": manifest.get("run_id"), "name": manifest.get("name"),
-        "tasks": len(tasks), "bad_records": dict(bad), "n": n, "expected": expected,
-        "done": len(done), "failed": dict(failed),
+        "run_dir": str(run_dir),
+        "run_id": manifest.get("run_id"),
+        "name": manifest.get("name"),
+        "tasks": len(tasks),
+        "bad_records": dict(bad),
+        "n": n,
+        "expected": expected,
+        "done": len(done),
+        "failed": dict(failed),
         "pending": max(0, expected - len(done) - sum(failed.values())),
         "sessions": len(manifest.get("sessions", [])),
-        "calls": {"total": len(calls), "cache_hits": sum(c["cache_hit"] for c in calls),
-                  "errors": dict(Counter(c["status"] for c in calls if c["status"] != "ok")),
-                  "retries": sum(c["retries"] for c in calls)},
+        "calls": {
+            "total": len(calls),
+            "cache_hits": sum(c["cache_hit"] for c in calls),
+            "errors": dict(Counter(c["status"] for c in calls if c["status"] != "ok")),
+            "retries": sum(c["retries"] for c in calls),
+        },
     }
 
 
@@ -74,8 +101,12 @@ def _dist(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
     values = sorted(values)
-    return {"mean": round(statistics.fmean(values), 3), "p50": values[len(values) // 2],
-            "p95": values[min(len(values) - 1, int(len(values) * 0.95))], "max": values[-1]}
+    return {
+        "mean": round(statistics.fmean(values), 3),
+        "p50": values[len(values) // 2],
+        "p95": values[min(len(values) - 1, int(len(values) * 0.95))],
+        "max": values[-1],
+    }
 
 
 def file_stats(path: Path) -> dict[str, Any]:
@@ -94,7 +125,8 @@ def file_stats(path: Path) -> dict[str, Any]:
         for k, v in r.get("rewards", {}).items():
             rewards.setdefault(k, []).append(v)
     out |= {
-        "trajectories": len(trajs), "tasks": len({r["task_id"] for r in trajs}),
+        "trajectories": len(trajs),
+        "tasks": len({r["task_id"] for r in trajs}),
         "status": dict(Counter(r.get("status", "ok") for r in trajs)),
         "stop_reason": dict(Counter(r.get("stop_reason", "stop") for r in trajs)),
         "models": dict(Counter(r.get("model") or "?" for r in trajs)),

@@ -16,8 +16,14 @@ from agentmill.store import JsonlWriter
 class Instrumented:
     """`complete()` with caching and one `calls.jsonl` line per call (cache hits included)."""
 
-    def __init__(self, backend: Backend, backend_fp: str, seed: int,
-                 cache: ResponseCache | None = None, call_log: JsonlWriter | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        backend_fp: str,
+        seed: int,
+        cache: ResponseCache | None = None,
+        call_log: JsonlWriter | None = None,
+    ):
         self.backend = backend
         self.name = backend.name
         self.model = backend.model
@@ -28,12 +34,24 @@ class Instrumented:
         self._log = call_log
         self.calls = 0  # calls that reached the model (not cache hits)
 
-    async def complete(self, messages: list[Message], tools: list[dict[str, Any]] | None,
-                       params: SamplingParams, sample_index: int = 0, work_key: str = "") -> Completion:
+    async def complete(
+        self,
+        messages: list[Message],
+        tools: list[dict[str, Any]] | None,
+        params: SamplingParams,
+        sample_index: int = 0,
+        work_key: str = "",
+    ) -> Completion:
         key = None
         if self._cache is not None:
-            key = cache_key(self._fp, [m.to_dict() for m in messages], tools,
-                            params.to_dict(), self._seed, sample_index)
+            key = cache_key(
+                self._fp,
+                [m.to_dict() for m in messages],
+                tools,
+                params.to_dict(),
+                self._seed,
+                sample_index,
+            )
             hit = self._cache.get(key)
             if hit is not None:
                 hit.cached = True
@@ -44,21 +62,33 @@ class Instrumented:
         try:
             completion = await self.backend.complete(messages, tools, params)
         except BackendError as e:
-            self._record(start, work_key, None, e.reason, attempts=e.attempts,
-                         latency=time.time() - start)
+            self._record(
+                start, work_key, None, e.reason, attempts=e.attempts, latency=time.time() - start
+            )
             raise
         self._record(start, work_key, completion, "ok")
         if key is not None:
             self._cache.put(key, self.name, completion)
         return completion
 
-    def _record(self, start: float, work_key: str, c: Completion | None, status: str,
-                attempts: int = 1, latency: float = 0.0) -> None:
+    def _record(
+        self,
+        start: float,
+        work_key: str,
+        c: Completion | None,
+        status: str,
+        attempts: int = 1,
+        latency: float = 0.0,
+    ) -> None:
         if self._log is None:
             return
         line = {
-            "time": start, "backend": self.name, "model": self.model, "key": work_key,
-            "status": status, "cache_hit": bool(c and c.cached),
+            "time": start,
+            "backend": self.name,
+            "model": self.model,
+            "key": work_key,
+            "status": status,
+            "cache_hit": bool(c and c.cached),
             "latency_s": round(c.latency_s if c else latency, 6),
             "attempts": c.attempts if c else attempts,
             "retries": (c.attempts if c else attempts) - 1,

@@ -50,8 +50,15 @@ class _Secret(str):
 class _Failure(Exception):
     """One failed attempt: what went wrong, whether a retry may help, and how long to wait."""
 
-    def __init__(self, reason: str, transient: bool, detail: str,
-                 retry_after: float | None = None, unreachable: bool = False, body: bytes = b""):
+    def __init__(
+        self,
+        reason: str,
+        transient: bool,
+        detail: str,
+        retry_after: float | None = None,
+        unreachable: bool = False,
+        body: bytes = b"",
+    ):
         super().__init__(detail)
         self.reason = reason
         self.transient = transient
@@ -77,12 +84,16 @@ class OpenAIBackend:
         self._tpm: AsyncLimiter | None = None
 
     def __repr__(self) -> str:
-        return (f"OpenAIBackend(name={self.name!r}, model={self.model!r}, "
-                f"base_url={self._cfg.base_url!r})")
+        return (
+            f"OpenAIBackend(name={self.name!r}, model={self.model!r}, "
+            f"base_url={self._cfg.base_url!r})"
+        )
 
     # ------------------------------------------------------------ public API
     async def complete(
-        self, messages: list[Message], tools: list[dict[str, Any]] | None,
+        self,
+        messages: list[Message],
+        tools: list[dict[str, Any]] | None,
         params: SamplingParams,
     ) -> Completion:
         """One chat completion, retried on transient failures; raises `BackendError`."""
@@ -125,8 +136,10 @@ class OpenAIBackend:
             why = f"no answer within {CHECK_TIMEOUT_S:g} s"
         except aiohttp.ClientError:
             return  # something answered: the server is there, whatever it said
-        raise UserError(f"backend {self.name}: cannot reach {self._cfg.base_url}: {why}; "
-                        f"start the server or fix backends.{self.name}.base_url")
+        raise UserError(
+            f"backend {self.name}: cannot reach {self._cfg.base_url}: {why}; "
+            f"start the server or fix backends.{self.name}.base_url"
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP session (a no-op when none was opened in this event loop)."""
@@ -135,7 +148,9 @@ class OpenAIBackend:
             await session.close()
 
     def request_body(
-        self, messages: list[Message], tools: list[dict[str, Any]] | None,
+        self,
+        messages: list[Message],
+        tools: list[dict[str, Any]] | None,
         params: SamplingParams,
     ) -> bytes:
         """The JSON request body. Unset fields are left out: some servers refuse unknown ones."""
@@ -157,8 +172,13 @@ class OpenAIBackend:
         return orjson.dumps(body)
 
     # ------------------------------------------------------------ one attempt
-    async def _attempt(self, session: aiohttp.ClientSession, body: bytes,
-                       headers: dict[str, str] | None, tokens: int) -> Completion:
+    async def _attempt(
+        self,
+        session: aiohttp.ClientSession,
+        body: bytes,
+        headers: dict[str, str] | None,
+        tokens: int,
+    ) -> Completion:
         assert self._sem is not None
         async with self._sem:
             await self._throttle(tokens)
@@ -169,8 +189,9 @@ class OpenAIBackend:
         ra = _parse_retry_after(retry_after) if status in RETRY_AFTER_STATUSES else None
         raise _Failure(f"http_{status}", transient, f"HTTP {status}", ra, body=raw)
 
-    async def _post(self, session: aiohttp.ClientSession, body: bytes,
-                    headers: dict[str, str] | None) -> tuple[int, bytes, str | None]:
+    async def _post(
+        self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str] | None
+    ) -> tuple[int, bytes, str | None]:
         """POST once; transport failures become `_Failure`s with messages built here, because
         aiohttp's own exception texts can carry request details."""
         try:
@@ -225,8 +246,10 @@ class OpenAIBackend:
             return None
         key = os.environ.get(var)
         if key is None:
-            raise UserError(f"backend {self.name}: environment variable {var} is not set; "
-                            "export it with your API key")
+            raise UserError(
+                f"backend {self.name}: environment variable {var} is not set; "
+                "export it with your API key"
+            )
         return _Secret(key)
 
     def _estimate_tokens(self, messages: list[Message], params: SamplingParams) -> int:
@@ -246,8 +269,10 @@ class OpenAIBackend:
     def _final_error(self, f: _Failure, attempts: int, key: str | None) -> BackendError:
         tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
         if f.unreachable:
-            text = (f"{self.name}: server unreachable at {self._url} ({f.detail}) after {tries}; "
-                    f"is it running? check backends.{self.name}.base_url")
+            text = (
+                f"{self.name}: server unreachable at {self._url} ({f.detail}) after {tries}; "
+                f"is it running? check backends.{self.name}.base_url"
+            )
         else:
             text = f"{self.name}: {f.detail} from {self._url} after {tries}"
         if f.body:
@@ -279,8 +304,10 @@ def _completion(data: dict[str, Any], choice: dict[str, Any], msg: dict[str, Any
         reasoning=reasoning,
         tool_calls=[_tool_call(i, tc) for i, tc in enumerate(msg.get("tool_calls") or [])],
         finish_reason=choice.get("finish_reason") or "stop",
-        usage=Usage(prompt_tokens=usage.get("prompt_tokens") or 0,
-                    completion_tokens=usage.get("completion_tokens") or 0),
+        usage=Usage(
+            prompt_tokens=usage.get("prompt_tokens") or 0,
+            completion_tokens=usage.get("completion_tokens") or 0,
+        ),
         model=data.get("model"),
     )
 
@@ -304,14 +331,16 @@ def split_think(content: str) -> tuple[str | None, str]:
     stripped = content.lstrip()
     if not stripped.startswith("<think>") or "</think>" not in stripped:
         return None, content
-    inner, _, rest = stripped[len("<think>"):].partition("</think>")
+    inner, _, rest = stripped[len("<think>") :].partition("</think>")
     return inner.strip(), rest.lstrip()
 
 
 def _tool_call(index: int, tc: dict[str, Any]) -> ToolCall:
     fn = tc["function"]
-    return ToolCall(id=tc.get("id") or f"call_{index}",
-                    function=FunctionCall.parse(fn["name"], fn.get("arguments")))
+    return ToolCall(
+        id=tc.get("id") or f"call_{index}",
+        function=FunctionCall.parse(fn["name"], fn.get("arguments")),
+    )
 
 
 def _tool_choice(choice: str) -> str | dict[str, Any]:
@@ -349,4 +378,4 @@ def _connect_reason(e: aiohttp.ClientConnectorError) -> str:
 
 def _snippet(raw: bytes, limit: int = 200) -> str:
     """The first `limit` characters of a body, on one line."""
-    return " ".join(raw[:limit * 4].decode("utf-8", "replace").split())[:limit]
+    return " ".join(raw[: limit * 4].decode("utf-8", "replace").split())[:limit]

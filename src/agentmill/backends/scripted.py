@@ -30,8 +30,9 @@ class ScriptedBackend:
         self._cfg = cfg
         self.calls: list[list[Message]] = []
 
-    async def complete(self, messages: list[Message], tools: list[dict[str, Any]] | None,
-                       params: SamplingParams) -> Completion:
+    async def complete(
+        self, messages: list[Message], tools: list[dict[str, Any]] | None, params: SamplingParams
+    ) -> Completion:
         reply = self._cfg.replies[len(self.calls) % len(self._cfg.replies)]
         self.calls.append(messages)
         if self._cfg.delay_s:
@@ -46,10 +47,14 @@ class ScriptedBackend:
         ]
         text = reply.get("text", "")
         return Completion(
-            text=text, reasoning=reply.get("reasoning"), tool_calls=calls,
+            text=text,
+            reasoning=reply.get("reasoning"),
+            tool_calls=calls,
             finish_reason=reply.get("finish_reason", "tool_calls" if calls else "stop"),
-            usage=Usage(prompt_tokens=sum(len(m.text.split()) for m in messages),
-                        completion_tokens=len(text.split())),
+            usage=Usage(
+                prompt_tokens=sum(len(m.text.split()) for m in messages),
+                completion_tokens=len(text.split()),
+            ),
             model=self.model,
         )
 

@@ -16,7 +16,10 @@ from agentmill.cli import inspect, models, run
 from agentmill.errors import AgentmillError
 
 app = typer.Typer(
-    name="agentmill", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="agentmill",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
     help="Turn tasks and agent traces into verified training data for tool-using LLM agents.",
 )
 _state = {"verbose": False}
@@ -24,7 +27,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks on errors.")) -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks on errors."),
+) -> None:
     _state["verbose"] = verbose
 
 
@@ -56,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line unless -v
         if _state["verbose"]:
             err.print_exception()
-        err.print(f"[red]internal error:[/] {type(e).__name__}: {e} (run with -v for the traceback)")
+        err.print(
+            f"[red]internal error:[/] {type(e).__name__}: {e} (run with -v for the traceback)"
+        )
         return 1
     return 0
 

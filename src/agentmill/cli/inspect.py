@@ -33,12 +33,19 @@ def status_cmd(
     table = Table("stage", "done", "pending", "failed", "by reason")
     bad = sum(s["bad_records"].values())
     table.add_row("source", str(s["tasks"]), "0", str(bad), _reasons(s["bad_records"]))
-    table.add_row(f"rollout (n={s['n']})", f"{s['done']}/{s['expected']}", str(s["pending"]),
-                  str(sum(s["failed"].values())), _reasons(s["failed"]))
+    table.add_row(
+        f"rollout (n={s['n']})",
+        f"{s['done']}/{s['expected']}",
+        str(s["pending"]),
+        str(sum(s["failed"].values())),
+        _reasons(s["failed"]),
+    )
     con.print(table)
     c = s["calls"]
-    con.print(f"model calls {c['total']}  cache hits {c['cache_hits']}  retries {c['retries']}"
-              f"  call errors {_reasons(c['errors']) or 0}  sessions {s['sessions']}")
+    con.print(
+        f"model calls {c['total']}  cache hits {c['cache_hits']}  retries {c['retries']}"
+        f"  call errors {_reasons(c['errors']) or 0}  sessions {s['sessions']}"
+    )
 
 
 def _reasons(d: dict[str, int]) -> str:
@@ -46,23 +53,40 @@ def _reasons(d: dict[str, int]) -> str:
 
 
 def show_cmd(
-    file: Path = typer.Argument(..., help="A JSONL file of trajectories or tasks, or a run folder."),
-    index: int = typer.Option(0, "--index", "-i", help="Which record (0-based; negative from the end)."),
+    file: Path = typer.Argument(
+        ..., help="A JSONL file of trajectories or tasks, or a run folder."
+    ),
+    index: int = typer.Option(
+        0, "--index", "-i", help="Which record (0-based; negative from the end)."
+    ),
 ) -> None:
     """Render one record readably: roles, tool calls, observations, rewards."""
     recs = load_records(file)
     if not recs:
         raise UserError(f"{file} has no records")
     if not -len(recs) <= index < len(recs):
-        raise UserError(f"--index {index} is out of range: {file} has {len(recs)} records (0..{len(recs) - 1})")
+        raise UserError(
+            f"--index {index} is out of range: {file} has {len(recs)} records (0..{len(recs) - 1})"
+        )
     Console().print(render_record(recs[index], index))
 
 
 def render_record(rec: dict[str, Any], index: int) -> Group:
     messages = rec.get("messages") or rec.get("prompt") or []
     head = Table.grid(padding=(0, 2))
-    for key in ("id", "task_id", "sample_index", "model", "status", "stop_reason", "final_answer",
-                "ground_truth", "rewards", "usage", "latency_s"):
+    for key in (
+        "id",
+        "task_id",
+        "sample_index",
+        "model",
+        "status",
+        "stop_reason",
+        "final_answer",
+        "ground_truth",
+        "rewards",
+        "usage",
+        "latency_s",
+    ):
         if rec.get(key) not in (None, {}, ""):
             head.add_row(Text(key, style="bold"), Text(str(rec[key])))
     parts: list[Any] = [Panel(head, title=f"record {index}")]
@@ -85,14 +109,22 @@ def _message_panel(m: dict[str, Any]) -> Panel:
     for c in m.get("tool_calls") or []:
         fn = c.get("function", {})
         args = fn.get("arguments")
-        shown = orjson.dumps(args).decode() if args is not None else f"(unparsed) {fn.get('raw_arguments')}"
+        shown = (
+            orjson.dumps(args).decode()
+            if args is not None
+            else f"(unparsed) {fn.get('raw_arguments')}"
+        )
         body.append(f"\n-> {fn.get('name')}({shown})  [{c.get('id')}]", style="bold")
     title = m["role"] + (f" [{m['tool_call_id']}]" if m.get("tool_call_id") else "")
-    return Panel(body, title=title, title_align="left", border_style=ROLE_STYLE.get(m["role"], "white"))
+    return Panel(
+        body, title=title, title_align="left", border_style=ROLE_STYLE.get(m["role"], "white")
+    )
 
 
 def stats_cmd(
-    file: Path = typer.Argument(..., help="A JSONL file of trajectories or tasks, or a run folder."),
+    file: Path = typer.Argument(
+        ..., help="A JSONL file of trajectories or tasks, or a run folder."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Counts, stop reasons, token and latency distributions, rewards."""

@@ -8,7 +8,9 @@ from rich.table import Table
 
 
 def models_cmd(
-    prepare: str | None = typer.Option(None, "--prepare", help="Convert and cache this embedded model now."),
+    prepare: str | None = typer.Option(
+        None, "--prepare", help="Convert and cache this embedded model now."
+    ),
 ) -> None:
     """List the embedded models (usable as `model:` of a `local` backend)."""
     from agentmill.models import list_models, resolve_model
@@ -19,7 +21,8 @@ def models_cmd(
         return
     table = Table("name", "cached", "path", "source", "description")
     for m in list_models():
-        table.add_row(m["name"], "yes" if m["cached"] else "no", str(m["path"]), m["source"],
-                      m["description"])
+        table.add_row(
+            m["name"], "yes" if m["cached"] else "no", str(m["path"]), m["source"], m["description"]
+        )
     Console().print(table)
     Console().print("Any local Hugging Face model folder (with config.json) works as `model:` too.")

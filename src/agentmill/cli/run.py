@@ -13,21 +13,37 @@ from agentmill.pipeline import RunSummary, run
 
 def run_cmd(
     config: Path = typer.Argument(..., help="YAML run config."),
-    override: list[str] = typer.Option([], "-c", help="key.path=value, or another YAML file to merge."),
+    override: list[str] = typer.Option(
+        [], "-c", help="key.path=value, or another YAML file to merge."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default runs/<name>)."),
     new: bool = typer.Option(False, "--new", help="Start a fresh run folder instead of resuming."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Use only the first N tasks."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and plan; make no model calls."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the response cache."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate and plan; make no model calls."
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Do not read or write the response cache."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Exit 2 if any source record is bad."),
-    max_bad_fraction: float | None = typer.Option(None, "--max-bad-fraction", min=0, max=1,
-                                                  help="Exit 2 if more bad source records than this."),
+    max_bad_fraction: float | None = typer.Option(
+        None,
+        "--max-bad-fraction",
+        min=0,
+        max=1,
+        help="Exit 2 if more bad source records than this.",
+    ),
 ) -> None:
     """Run the pipeline of CONFIG; the same command resumes a killed run."""
     cfg = load_config(config, override)
-    cfg = cfg.model_copy(update={"strict": cfg.strict or strict,
-                                 "max_bad_fraction": max_bad_fraction if max_bad_fraction is not None
-                                 else cfg.max_bad_fraction})
+    cfg = cfg.model_copy(
+        update={
+            "strict": cfg.strict or strict,
+            "max_bad_fraction": max_bad_fraction
+            if max_bad_fraction is not None
+            else cfg.max_bad_fraction,
+        }
+    )
     summary = run(cfg, out, new=new, limit=limit, dry_run=dry_run, no_cache=no_cache)
     print_summary(summary)
     raise typer.Exit(summary.exit_code)
@@ -39,8 +55,10 @@ def print_summary(s: RunSummary) -> None:
         con.print(f"topped up: {'; '.join(s.topped_up)}")
     verb = "planned" if s.dry_run else "finished"
     con.print(f"[bold]{verb}[/] run {s.run_dir} in {s.seconds:.1f}s")
-    con.print(f"  tasks {s.tasks}   bad records {s.bad_records}   trajectories {s.done}/{s.expected}"
-              f"   new {s.made}   pending {s.pending}")
+    con.print(
+        f"  tasks {s.tasks}   bad records {s.bad_records}   trajectories {s.done}/{s.expected}"
+        f"   new {s.made}   pending {s.pending}"
+    )
     if not s.dry_run:
         con.print(f"  model calls {s.model_calls}   cache hits {s.cache_hits}")
     for reason, n in s.failed.most_common():

@@ -81,10 +81,15 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | Bad]]:
         try:
             rows = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError as e:
-            raise UserError(f"{path}: not valid JSON ({e}); fix the file or write one task per line") from None
+            raise UserError(
+                f"{path}: not valid JSON ({e}); fix the file or write one task per line"
+            ) from None
         for i, row in enumerate(rows):
             where = f"{path}:[{i}]"
-            yield where, row if isinstance(row, dict) else Bad(where, "not_an_object", type(row).__name__)
+            yield (
+                where,
+                row if isinstance(row, dict) else Bad(where, "not_an_object", type(row).__name__),
+            )
         return
     with path.open("rb") as f:
         for n, line in enumerate(f, 1):
@@ -96,7 +101,10 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | Bad]]:
             except orjson.JSONDecodeError as e:
                 yield where, Bad(where, "invalid_json", str(e))
                 continue
-            yield where, row if isinstance(row, dict) else Bad(where, "not_an_object", type(row).__name__)
+            yield (
+                where,
+                row if isinstance(row, dict) else Bad(where, "not_an_object", type(row).__name__),
+            )
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -105,7 +113,9 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for a bad file
-        raise UserError(f"{path}: not a readable parquet file ({e}); check the path and format") from None
+        raise UserError(
+            f"{path}: not a readable parquet file ({e}); check the path and format"
+        ) from None
     i = 0
     for batch in pf.iter_batches(batch_size=1024):
         for row in batch.to_pylist():
@@ -117,7 +127,9 @@ def _hf_rows(path: Path, split: str | None) -> Iterator[tuple[str, dict[str, Any
     try:
         import datasets
     except ImportError:
-        raise UserError("reading a HF dataset folder needs `datasets`: pip install 'agentmill[hf]'") from None
+        raise UserError(
+            "reading a HF dataset folder needs `datasets`: pip install 'agentmill[hf]'"
+        ) from None
     try:
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
             ds = datasets.load_from_disk(str(path))
@@ -129,7 +141,9 @@ def _hf_rows(path: Path, split: str | None) -> Iterator[tuple[str, dict[str, Any
         names = list(ds)
         pick = split or ("train" if "train" in names else names[0] if len(names) == 1 else None)
         if pick not in ds:
-            raise UserError(f"{path}: choose a split with sources[].split (have: {', '.join(names)})")
+            raise UserError(
+                f"{path}: choose a split with sources[].split (have: {', '.join(names)})"
+            )
         ds = ds[pick]
     for i, row in enumerate(ds):
         yield f"{path}:row{i}", row
@@ -178,8 +192,12 @@ def _build(row: dict[str, Any], where: str, cfg: FileSourceConfig, fm: FieldMap)
     msg_col = _pick(row, fm.messages, MESSAGE_NAMES)
     prompt_col = None if msg_col else _pick(row, fm.prompt, PROMPT_NAMES)
     if msg_col is None and prompt_col is None:
-        return Bad(where, "missing_field", "no prompt: expected a column named one of "
-                   f"{', '.join(PROMPT_NAMES + MESSAGE_NAMES)}, or set field_map.prompt")
+        return Bad(
+            where,
+            "missing_field",
+            "no prompt: expected a column named one of "
+            f"{', '.join(PROMPT_NAMES + MESSAGE_NAMES)}, or set field_map.prompt",
+        )
     answer_col = _pick(row, fm.ground_truth, ANSWER_NAMES)
     ground_truth = row[answer_col] if answer_col else None
     value = row[msg_col or prompt_col]  # type: ignore[index]
@@ -199,7 +217,17 @@ def _build(row: dict[str, Any], where: str, cfg: FileSourceConfig, fm: FieldMap)
     id_col = _pick(row, fm.id, ("id",))
     used = {msg_col, prompt_col, answer_col, system_col, fm.tools or "tools", id_col}
     metadata = {k: v for k, v in row.items() if k not in used}
-    prov = Provenance(source="file", file=str(cfg.path),
-                      source_id=str(row[id_col]) if id_col else None, extra={"where": where})
-    return Task(id=Task.compute_id(prompt, ground_truth, tools), prompt=prompt,
-                ground_truth=ground_truth, tools=tools, metadata=metadata, provenance=prov)
+    prov = Provenance(
+        source="file",
+        file=str(cfg.path),
+        source_id=str(row[id_col]) if id_col else None,
+        extra={"where": where},
+    )
+    return Task(
+        id=Task.compute_id(prompt, ground_truth, tools),
+        prompt=prompt,
+        ground_truth=ground_truth,
+        tools=tools,
+        metadata=metadata,
+        provenance=prov,
+    )

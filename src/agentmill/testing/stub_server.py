@@ -43,8 +43,14 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 class StubServer:
     """The fake server; `start()` it in a running loop, or use `run_stub_in_thread`."""
 
-    def __init__(self, latency_ms: float = 0.0, retry_after_s: float = 1.0, hang_s: float = 30.0,
-                 log_path: Path | str | None = None, require_key: str | None = None):
+    def __init__(
+        self,
+        latency_ms: float = 0.0,
+        retry_after_s: float = 1.0,
+        hang_s: float = 30.0,
+        log_path: Path | str | None = None,
+        require_key: str | None = None,
+    ):
         self.latency_s = latency_ms / 1000
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
@@ -66,8 +72,11 @@ class StubServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on host:port (0 picks a free port); returns the base URL ending in /v1."""
         # The low-level server (no Application, no router): a fake should cost little CPU.
-        self._routes = {("POST", "/v1/chat/completions"): self._chat,
-                        ("GET", "/v1/models"): self._models, ("GET", "/stats"): self._stats}
+        self._routes = {
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/stats"): self._stats,
+        }
         self._stopping = asyncio.Event()
         server = web.Server(self._dispatch, access_log=None)
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
@@ -117,8 +126,9 @@ class StubServer:
             await asyncio.sleep(self.latency_s)
         return web.Response(body=orjson.dumps(self._reply(body, key)), content_type=JSON)
 
-    async def _inject(self, request: web.BaseRequest, fault: str, body: dict[str, Any],
-                      key: str) -> web.StreamResponse:
+    async def _inject(
+        self, request: web.BaseRequest, fault: str, body: dict[str, Any], key: str
+    ) -> web.StreamResponse:
         if fault == "hang":
             await self._wait_stopping(self.hang_s)
             return web.Response(body=orjson.dumps(self._reply(body, key)), content_type=JSON)
@@ -127,8 +137,9 @@ class StubServer:
             request.transport.abort()
             return web.Response()  # never sent: the connection is gone
         if fault == "badjson":
-            return web.Response(body=b'{"id": "chatcmpl-stub", "choices": [{"mess',
-                                content_type=JSON)
+            return web.Response(
+                body=b'{"id": "chatcmpl-stub", "choices": [{"mess', content_type=JSON
+            )
         status = int(fault)
         headers = {"Retry-After": f"{self.retry_after_s:g}"} if status in (429, 503) else None
         return _error(status, f"injected fault {fault}", headers)
@@ -151,12 +162,22 @@ class StubServer:
         text = "echo: " + key
         prompt_words = sum(len(_text(m.get("content")).split()) for m in body["messages"])
         out: dict[str, Any] = {
-            "id": f"chatcmpl-{len(self.log)}", "object": "chat.completion",
-            "created": int(time.time()), "model": body.get("model", "stub"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_words, "completion_tokens": len(text.split()),
-                      "total_tokens": prompt_words + len(text.split())},
+            "id": f"chatcmpl-{len(self.log)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "stub"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_words,
+                "completion_tokens": len(text.split()),
+                "total_tokens": prompt_words + len(text.split()),
+            },
         }
         canned = self.replies.get(key)
         return out if canned is None else _apply_canned(out, canned)
@@ -202,8 +223,7 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     data = {"error": {"message": message, "type": "stub_error", "code": status}}
-    return web.Response(status=status, body=orjson.dumps(data), content_type=JSON,
-                        headers=headers)
+    return web.Response(status=status, body=orjson.dumps(data), content_type=JSON, headers=headers)
 
 
 @contextmanager
@@ -232,8 +252,9 @@ def _raise_fd_limit() -> None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = StubServer(latency_ms=args.latency_ms, retry_after_s=args.retry_after_s,
-                        log_path=args.log)
+    server = StubServer(
+        latency_ms=args.latency_ms, retry_after_s=args.retry_after_s, log_path=args.log
+    )
     url = await server.start(args.host, args.port)
     print(url, flush=True)
     done = asyncio.Event()
