@@ -12,6 +12,9 @@ export TOKENIZERS_PARALLELISM := false
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
+	# bubblewrap isolates the python tool's sandbox (root ignores rlimits; see rollout/tools/python.py)
+	command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap) \
+		|| echo "warning: could not install bubblewrap; the python tool will refuse to run"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[local,serve,hf,dev]"

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agentmill.config import additive_view, dump_config, fingerprint, load_config
+from agentmill.config import additive_view, fingerprint
+from agentmill.configfile import dump_config, load_config
 from agentmill.errors import UserError
 
 BASE = {
@@ -31,7 +32,7 @@ def _write(tmp_path: Path, data: dict) -> Path:
     [
         (
             "rollout.temprature=1",
-            "unknown key 'rollout.temprature' (allowed here: backend, n, params, system_prompt)",
+            "unknown key 'rollout.temprature' (allowed here: agent, backend, n, params, system_prompt, tools)",
         ),
         ("rollout.n=0", "rollout.n: input should be greater than or equal to 1 (got 0)"),
         (
@@ -49,6 +50,18 @@ def _write(tmp_path: Path, data: dict) -> Path:
             "put the key in an environment variable",
         ),
         ("rollout.params.top_p=2", "rollout.params.top_p: input should be less than or equal to 1"),
+        (
+            "rollout.tools=[{type: python, bogus: 1}]",
+            "unknown key 'rollout.tools.0.bogus' (allowed here: cpu_s,",
+        ),
+        ("rollout.tools=[hammer]", "rollout.tools.0: missing or unknown 'type'"),
+        (
+            "score.rewards=[math, {type: regex, pattern: x, nope: 1}]",
+            "'score.rewards.1.nope' (allowed here: full_match,",
+        ),
+        ("score.rewards=[math, math]", "two rewards are named 'math'"),
+        ("filter.min_reward=high", "filter.min_reward: input should be a valid number"),
+        ("export=[{format: csv}]", "export.0.format: input should be 'trl-sft'"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, override: str, message: str) -> None:

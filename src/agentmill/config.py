@@ -14,20 +14,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from agentmill.errors import UserError
+from agentmill.curation.configs import FilterConfig
+from agentmill.export.configs import ExportConfig
 from agentmill.records import SamplingParams, content_hash
+from agentmill.rollout.configs import AgentConfig, ToolConfig
+from agentmill.scoring.configs import ScoreConfig
 
 NO_FP: dict[str, Any] = {"fingerprint": False}
 ADDITIVE: dict[str, Any] = {"additive": True}
@@ -59,6 +60,9 @@ class OpenAIBackendConfig(Component):
     headers: dict[str, str] = Field(default_factory=dict, json_schema_extra=NO_FP)
     # Extra request fields passed through as is, e.g. {"chat_template_kwargs": {...}} for vLLM.
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    # native: send `tools`, read `tool_calls` (vLLM/SGLang with a tool parser, hosted APIs).
+    # text: tools reach the model through agentmill's text protocol (<tool_call> blocks).
+    tool_protocol: Literal["native", "text"] = "native"
 
     @field_validator("base_url")
     @classmethod
@@ -136,12 +140,21 @@ SourceConfig = Annotated[Annotated[FileSourceConfig, Tag("file")], Discriminator
 
 # ---------------------------------------------------------------- stages
 class RolloutConfig(Component):
-    """Sample `n` completions per task from a named backend."""
+    """Run the agent loop `n` times per task with a named backend and the configured tools.
+    With no tools, each trajectory is one completion."""
 
     backend: str = "teacher"
     n: int = Field(default=1, ge=1, json_schema_extra=ADDITIVE)
     params: SamplingParams = Field(default_factory=SamplingParams)
     system_prompt: str | None = None
+    tools: list[ToolConfig] = Field(default_factory=list)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        """`tools: [calculator]` is short for `[{type: calculator}]`."""
+        return [{"type": t} if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
 
 
 class CacheConfig(Component):
@@ -157,6 +170,10 @@ class RunConfig(Component):
     backends: dict[str, BackendConfig]
     sources: list[SourceConfig] = Field(min_length=1)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    # Later stages have their own fingerprints (a changed reward re-scores, never re-samples).
+    score: ScoreConfig = Field(default_factory=ScoreConfig, json_schema_extra=NO_FP)
+    filter: FilterConfig | None = Field(default=None, json_schema_extra=NO_FP)
+    export: list[ExportConfig] = Field(default_factory=list, json_schema_extra=NO_FP)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     strict: bool = Field(default=False, json_schema_extra=NO_FP)
     max_bad_fraction: float | None = Field(default=None, ge=0, le=1, json_schema_extra=NO_FP)
@@ -223,161 +240,3 @@ def additive_view(cfg: RunConfig) -> dict[str, Any]:
 
 def fingerprint(cfg: RunConfig) -> str:
     return content_hash(fingerprint_view(cfg))
-
-
-# ---------------------------------------------------------------- loading
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node: Any = data
-    for i, key in enumerate(keys[:-1]):
-        nxt = keys[i + 1]
-        if isinstance(node, list):
-            node = node[int(key)]
-            continue
-        if key not in node or not isinstance(node[key], dict | list):
-            node[key] = [] if nxt.isdigit() else {}
-        node = node[key]
-    last = keys[-1]
-    if isinstance(node, list):
-        idx = int(last)
-        if idx == len(node):
-            node.append(value)
-        else:
-            node[idx] = value
-    else:
-        node[last] = value
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}; pass the path of a YAML run config")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(
-            f"config {path}{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax"
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(
-            f"config {path}: the top level must be a mapping of keys, got {type(data).__name__}"
-        )
-    return data
-
-
-def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    """Relative source paths in a config file are relative to that file's folder."""
-    for src in data.get("sources") or []:
-        if isinstance(src, dict) and isinstance(src.get("path"), str):
-            p = Path(src["path"]).expanduser()
-            src["path"] = str(p if p.is_absolute() else (base / p).resolve())
-
-
-def compose(config: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The raw config dict: `config` merged with each `-c` override (a YAML file or key=value)."""
-    data = read_yaml(config)
-    _resolve_paths(data, config.parent)
-    for item in overrides or []:
-        if "=" not in item:
-            extra = read_yaml(Path(item))
-            _resolve_paths(extra, Path(item).parent)
-            data = _merge(data, extra)
-            continue
-        key, _, raw = item.partition("=")
-        if not key.strip():
-            raise UserError(f"override '{item}': expected key.path=value")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        try:
-            _set_path(data, key.strip(), value)
-        except (IndexError, ValueError, TypeError):
-            raise UserError(f"override '{item}': cannot set {key} in this config") from None
-    return data
-
-
-def format_validation_error(err: ValidationError, what: str = "config") -> str:
-    """One line naming the first problem (and how many more there are)."""
-    first = err.errors()[0]
-    loc = _display_loc(first["loc"])
-    if first["type"] == "extra_forbidden":
-        msg = f"unknown key '{loc}'"
-        allowed = _allowed_keys(err, first["loc"])
-        if allowed:
-            msg += f" (allowed here: {', '.join(allowed)})"
-    elif first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        tags = first.get("ctx", {}).get("expected_tags", "")
-        msg = f"{loc}: missing or unknown 'type'" + (f" (one of: {tags})" if tags else "")
-    else:
-        got = first.get("input")
-        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-        text = first["msg"].removeprefix("Value error, ")
-        msg = f"{loc}: {text[0].lower()}{text[1:]}{shown}" if loc else text
-    more = len(err.errors()) - 1
-    return f"{what}: {msg}" + (f" [and {more} more problem(s)]" if more else "")
-
-
-_TAGS = {"openai", "local", "scripted", "file"}
-
-
-def _display_loc(loc: tuple[Any, ...]) -> str:
-    """`backends.teacher.local.foo` -> `backends.teacher.foo`: hide union tags from users."""
-    parts = [
-        str(p)
-        for i, p in enumerate(loc)
-        if not (p in _TAGS and i >= 2 and loc[i - 2] in ("backends", "sources"))
-    ]
-    return ".".join(parts)
-
-
-def _allowed_keys(err: ValidationError, loc: tuple[Any, ...]) -> list[str]:
-    model: Any = RunConfig if err.title == "RunConfig" else None
-    tagged = {
-        "openai": OpenAIBackendConfig,
-        "local": LocalBackendConfig,
-        "scripted": ScriptedBackendConfig,
-        "file": FileSourceConfig,
-    }
-    for part in loc[:-1]:
-        if part in tagged:
-            model = tagged[part]
-            continue
-        if model is None or isinstance(part, int):
-            continue
-        if model is RunConfig and part == "backends":
-            model = "backends"
-            continue
-        if model == "backends":
-            model = None  # a backend name; the type tag that follows picks the model
-            continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
-        ann = getattr(field, "annotation", None)
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return sorted(model.model_fields)
-    return []
-
-
-def load_config(config: Path, overrides: list[str] | None = None) -> RunConfig:
-    """Load, merge and validate a run config; raise `UserError` with one line on any problem."""
-    data = compose(config, overrides)
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as e:
-        raise UserError(format_validation_error(e, f"config {config}")) from None
-
-
-def dump_config(cfg: RunConfig) -> str:
-    """The resolved config as YAML (no secrets: configs only ever hold variable names)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -163,6 +163,15 @@ class Provenance(Record):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class ExpectedCall(Record):
+    """A tool call a task expects. Calls with the same `step` may come in any order (parallel
+    calls); a higher step must come after every lower one (it depends on their results)."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    step: int = 0
+
+
 class Task(Record):
     """A task: prompt messages, an optional ground truth, and the tools the agent may use.
 
@@ -174,6 +183,9 @@ class Task(Record):
     prompt: list[Message]
     ground_truth: Any = None
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    # None: not specified. []: the right behaviour is NO tool call (answer directly, or ask the
+    # user for a missing argument when metadata["ask_for"] names it).
+    expected_calls: list[ExpectedCall] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     provenance: Provenance = Field(default_factory=lambda: Provenance(source="inline"))
 
@@ -240,6 +252,17 @@ class Verdict(Record):
 Status = Literal["ok", "failed"]
 
 
+class AgentStats(Record):
+    """What happened inside one agent loop."""
+
+    steps: int = 0
+    tool_calls: int = 0
+    malformed_calls: int = 0
+    unknown_tool_calls: int = 0
+    tool_errors: int = 0
+    by_tool: dict[str, int] = Field(default_factory=dict)
+
+
 class Trajectory(Record):
     """One sampled attempt at a task: the full message list and everything known about it."""
 
@@ -250,6 +273,7 @@ class Trajectory(Record):
     final_answer: str | None = None
     rewards: dict[str, float] = Field(default_factory=dict)
     verdicts: list[Verdict] = Field(default_factory=list)
+    agent: AgentStats | None = None
     status: Status = "ok"
     stop_reason: str = "stop"
     usage: Usage = Field(default_factory=Usage)

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentmill.config import RunConfig, additive_view, dump_config, fingerprint, fingerprint_view
+from agentmill.config import RunConfig, additive_view, fingerprint, fingerprint_view
+from agentmill.configfile import dump_config
 from agentmill.errors import UserError
 from agentmill.store import (
     CONFIG,

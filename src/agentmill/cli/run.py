@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from agentmill.config import load_config
+from agentmill.configfile import load_config
 from agentmill.pipeline import RunSummary, run
 
 

@@ -1,0 +1,1 @@
+"""Curation: filters (and, later, dedup, decontamination, balance)."""

@@ -1,0 +1,1 @@
+"""Exporters: each format is a pure function of our records, validating its own output."""

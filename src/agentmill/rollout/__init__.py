@@ -1,0 +1,1 @@
+"""Rollout: the agent loop, the tool-call protocol, and the tools."""
