@@ -137,7 +137,7 @@ def test_show_and_stats(tmp_path, cli, write_config, tasks_file) -> None:
     assert rc == 2 and "out of range" in err
     stats = orjson.loads(cli("stats", out / "rollout" / "records.jsonl", "--json")[1])
     assert (
-        stats["trajectories"] == 4 and stats["tasks"] == 2 and stats["stop_reason"] == {"stop": 4}
+        stats["trajectories"] == 4 and stats["tasks"] == 2 and stats["stop_reason"] == {"answer": 4}
     )
     (tmp_path / "junk.jsonl").write_text("{}\nnot json\n")
     rc, _, err = cli("stats", tmp_path / "junk.jsonl")

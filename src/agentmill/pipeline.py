@@ -1,4 +1,5 @@
-"""The pipeline `agentmill run` executes: sources -> rollout, in a resumable run folder.
+"""The pipeline `agentmill run` executes, in a resumable run folder:
+sources -> rollout (agent loop) -> score -> filter -> export.
 
 Each stage reads records and writes records. Failures are caught here, at the stage
 boundary, and become a line in failures.jsonl and a count in the stage stats.
@@ -9,6 +10,7 @@ boundary, and become a line in failures.jsonl and a count in the stage stats.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,8 +25,11 @@ from agentmill.config import RunConfig, config_view
 from agentmill.errors import UserError
 from agentmill.progress import progress_bar
 from agentmill.records import Message, SamplingParams, Task, Trajectory, content_hash
+from agentmill.rollout.agent import Agent
+from agentmill.rollout.tools import build_tools
 from agentmill.runs import open_run
 from agentmill.sources import Bad, iter_source
+from agentmill.stages import Funnel, run_later_stages
 from agentmill.store import RunStore
 
 SOURCE, ROLLOUT = "source", "rollout"
@@ -46,6 +51,7 @@ class RunSummary:
     seconds: float = 0.0
     topped_up: list[str] = field(default_factory=list)
     dry_run: bool = False
+    funnel: Funnel | None = None
 
     @property
     def pending(self) -> int:
@@ -80,6 +86,7 @@ def run(
         tasks = source_stage(cfg, store, limit, summary)
         if not dry_run:
             asyncio.run(rollout_stage(cfg, store, tasks, summary, no_cache, show_progress))
+            summary.funnel = run_later_stages(cfg, store, tasks)
         else:
             _plan_rollout(cfg, store, tasks, summary)
     finally:
@@ -198,6 +205,7 @@ async def rollout_stage(
     summary.expected = len(tasks) * cfg.rollout.n
     summary.done = summary.expected - len(todo)
     backend = _instrumented(cfg, store, no_cache)
+    agent = _agent(cfg, backend)
     if todo:
         await _prepare(backend.backend)
     fp, run_id = store.manifest["fingerprint"], store.manifest["run_id"]
@@ -207,7 +215,7 @@ async def rollout_stage(
         task, i = item
         key = f"{task.id}#{i}"
         try:
-            traj = await _sample(backend, cfg, task, i, key, fp, run_id)
+            traj = await _sample(agent, cfg, task, i, key, fp, run_id)
         except BackendError as e:
             summary.failed[e.reason] += 1
             store.failures.add(ROLLOUT, key, e.reason, str(e), attempts=e.attempts)
@@ -234,26 +242,38 @@ async def _prepare(backend: object) -> None:
         await asyncio.to_thread(backend.load)
 
 
+def _agent(cfg: RunConfig, backend: Instrumented) -> Agent:
+    bcfg = cfg.backends[cfg.rollout.backend]
+    return Agent(
+        backend=backend,
+        tools=build_tools(cfg.rollout.tools),
+        cfg=cfg.rollout.agent,
+        params=cfg.rollout.params,
+        text_protocol=getattr(bcfg, "tool_protocol", "native") == "text",
+    )
+
+
 async def _sample(
-    backend: Instrumented, cfg: RunConfig, task: Task, i: int, key: str, fp: str, run_id: str
+    agent: Agent, cfg: RunConfig, task: Task, i: int, key: str, fp: str, run_id: str
 ) -> Trajectory:
-    params = _params(cfg.rollout.params, i)
-    messages = _prompt(task, cfg.rollout.system_prompt)
-    c = await backend.complete(messages, task.tools or None, params, sample_index=i, work_key=key)
+    agent = dataclasses.replace(agent, params=_params(cfg.rollout.params, i))
+    r = await agent.run(_prompt(task, cfg.rollout.system_prompt), sample_index=i, key=key)
     return Trajectory(
         id=Trajectory.make_id(task.id, i, fp),
         task_id=task.id,
         sample_index=i,
-        messages=[*messages, c.to_message()],
-        final_answer=c.text,
-        stop_reason=c.finish_reason,
-        usage=c.usage,
-        latency_s=c.latency_s,
-        model=c.model or backend.model,
-        backend=backend.name,
-        params=params,
+        messages=r.messages,
+        tools=agent.schemas(),
+        final_answer=r.final_answer,
+        stop_reason=r.stop_reason,
+        agent=r.stats,
+        usage=r.usage,
+        latency_s=r.latency_s,
+        model=r.model or agent.backend.model,
+        backend=agent.backend.name,
+        params=agent.params,
         provenance=task.provenance.model_copy(update={"run_id": run_id, "config_fingerprint": fp}),
-        metadata={"cached": True} if c.cached else {},
+        metadata={"cached_steps": r.cached_steps} if r.cached_steps else {},
     )
 
 

@@ -270,6 +270,7 @@ class Trajectory(Record):
     task_id: str
     sample_index: int = 0
     messages: list[Message]
+    tools: list[dict[str, Any]] = Field(default_factory=list)  # the tool schemas offered
     final_answer: str | None = None
     rewards: dict[str, float] = Field(default_factory=dict)
     verdicts: list[Verdict] = Field(default_factory=list)

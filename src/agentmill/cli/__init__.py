@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.console import Console
 
-from agentmill.cli import inspect, models, run
+from agentmill.cli import data, inspect, models, run
 from agentmill.errors import AgentmillError
 
 app = typer.Typer(
@@ -34,6 +34,9 @@ def _root(
 
 
 app.command("run")(run.run_cmd)
+app.command("score")(data.score_cmd)
+app.command("filter")(data.filter_cmd)
+app.command("export")(data.export_cmd)
 app.command("status")(inspect.status_cmd)
 app.command("show")(inspect.show_cmd)
 app.command("stats")(inspect.stats_cmd)

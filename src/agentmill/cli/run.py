@@ -9,6 +9,7 @@ from rich.console import Console
 
 from agentmill.configfile import load_config
 from agentmill.pipeline import RunSummary, run
+from agentmill.stages import Funnel
 
 
 def run_cmd(
@@ -63,6 +64,35 @@ def print_summary(s: RunSummary) -> None:
         con.print(f"  model calls {s.model_calls}   cache hits {s.cache_hits}")
     for reason, n in s.failed.most_common():
         con.print(f"  [red]failed[/] {n} ({reason}): re-run the same command to retry")
+    if s.funnel is not None:
+        print_funnel(con, s.funnel)
     con.print(f"  trajectories: {s.run_dir / 'rollout' / 'records.jsonl'}")
+    for path in s.funnel.exported if s.funnel else {}:
+        con.print(f"  export:       {s.run_dir / path}")
     if s.bad_records or s.failed:
         con.print(f"  failures:     {s.run_dir / 'failures.jsonl'}")
+
+
+def _pct(n: int, d: int) -> str:
+    return f"{n:>6} ({100 * n / d:5.1f}%)" if d else f"{n:>6}"
+
+
+def print_funnel(con: Console, f: Funnel) -> None:
+    """tasks -> trajectories -> with a well-formed call -> correct -> kept -> exported."""
+    con.print("  [bold]funnel[/]")
+    rows = [
+        ("tasks", f.tasks, 0),
+        ("trajectories", f.trajectories, 0),
+        ("with a tool call", f.with_tool_call, f.trajectories),
+        ("with a well-formed call", f.well_formed_call, f.trajectories),
+    ]
+    if f.scored:
+        rows.append(("correct (all rewards = 1)", f.correct, f.trajectories))
+    rows.append(("kept", f.kept, f.trajectories))
+    rows += [(f"exported {Path(p).name}", n, f.trajectories) for p, n in f.exported.items()]
+    for label, n, d in rows:
+        con.print(f"    {label:<28}{_pct(n, d)}")
+    for reason, n in f.dropped.most_common():
+        con.print(f"    dropped {reason}: {n}")
+    for reason, n in (f.export_skipped + f.score_failed).most_common():
+        con.print(f"    [yellow]not exported / not scored[/] {reason}: {n}")
