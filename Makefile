@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 quickstart: $(STAMP)
 	$(BIN)/agentmill run examples/quickstart.yaml
+	@echo "--- the same tasks with tool_choice auto (no constrained decoding), for comparison:"
+	$(BIN)/agentmill run examples/quickstart_auto.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --durations=15

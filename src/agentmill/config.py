@@ -26,7 +26,7 @@ from pydantic import (
 
 from agentmill.curation.configs import FilterConfig
 from agentmill.export.configs import ExportConfig
-from agentmill.records import SamplingParams, content_hash
+from agentmill.records import Message, SamplingParams, content_hash
 from agentmill.rollout.configs import AgentConfig, ToolConfig
 from agentmill.scoring.configs import ScoreConfig
 
@@ -147,6 +147,9 @@ class RolloutConfig(Component):
     n: int = Field(default=1, ge=1, json_schema_extra=ADDITIVE)
     params: SamplingParams = Field(default_factory=SamplingParams)
     system_prompt: str | None = None
+    # Worked example turns shown after the system prompt. They steer sampling but are not
+    # part of the recorded trajectory, so exports train on the plain prompt.
+    few_shot: list[Message] = Field(default_factory=list)
     tools: list[ToolConfig] = Field(default_factory=list)
     agent: AgentConfig = Field(default_factory=AgentConfig)
 

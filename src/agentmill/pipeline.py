@@ -25,7 +25,7 @@ from agentmill.config import RunConfig, config_view
 from agentmill.errors import UserError
 from agentmill.progress import progress_bar
 from agentmill.records import Message, SamplingParams, Task, Trajectory, content_hash
-from agentmill.rollout.agent import Agent
+from agentmill.rollout.agent import Agent, AgentResult
 from agentmill.rollout.tools import build_tools
 from agentmill.runs import open_run
 from agentmill.sources import Bad, iter_source
@@ -250,6 +250,7 @@ def _agent(cfg: RunConfig, backend: Instrumented) -> Agent:
         cfg=cfg.rollout.agent,
         params=cfg.rollout.params,
         text_protocol=getattr(bcfg, "tool_protocol", "native") == "text",
+        few_shot=cfg.rollout.few_shot,
     )
 
 
@@ -273,8 +274,17 @@ async def _sample(
         backend=agent.backend.name,
         params=agent.params,
         provenance=task.provenance.model_copy(update={"run_id": run_id, "config_fingerprint": fp}),
-        metadata={"cached_steps": r.cached_steps} if r.cached_steps else {},
+        metadata=_trajectory_metadata(r, len(agent.few_shot)),
     )
+
+
+def _trajectory_metadata(r: AgentResult, few_shot: int) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if r.cached_steps:
+        meta["cached_steps"] = r.cached_steps
+    if few_shot:
+        meta["few_shot_turns"] = few_shot  # sent to the model, left out of `messages`
+    return meta
 
 
 def _write_rollout_stats(store: RunStore, s: RunSummary, seconds: float) -> None:

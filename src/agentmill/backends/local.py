@@ -11,11 +11,18 @@ group in a single worker thread. The model is loaded once (lazily, or with `load
 shared by every event loop that uses the backend, so one instance survives successive
 `asyncio.run` calls.
 
-What it does NOT do: continuous batching (a batch runs until its longest row ends), native
-tool calling (the text tool protocol lives in the rollout), or constrained decoding, so
-`tool_choice` other than "auto"/"none" is refused. A seed makes a request reproducible when
-it runs with the same batch companions (alone, in particular): rows of one batch share the
-random stream.
+Tools travel through the text tool protocol (`rollout/protocol.py`): with tools the prompt is
+rendered with `tool_chat.jinja`, and the reply comes back as raw text holding `<tool_call>`
+blocks, which the agent loop parses (`parse_tool_calls`); the backend parses nothing.
+`tool_choice`: "auto" offers the tools; "none" renders the prompt without them; "required" or
+a function name forces one call by constrained decoding (`backends/constrained.py`; stop
+strings do not apply to it). Forced requests with the same settings share a `generate`, each
+row masked by its own grammar; a name that is not offered is a "bad_request" error. Without
+tools, `tool_choice` is ignored.
+
+What it does NOT do: continuous batching (a batch runs until its longest row ends), or native
+tool calling. A seed makes a request reproducible when it runs with the same batch companions
+(alone, in particular): rows of one batch share the random stream.
 """
 
 from __future__ import annotations
@@ -29,10 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentmill.backends.base import BackendError, Completion
+from agentmill.backends.constrained import FORCED_PREFIX, forced_functions, wrap_call
 from agentmill.backends.local_engine import Engine, GroupKey, RowOutput
 from agentmill.config import LocalBackendConfig
 from agentmill.models import require_local_extra, resolve_model
 from agentmill.records import Message, SamplingParams, Usage
+
+# The engine's settings, and whether the rows are constrained by call grammars.
+BatchKey = tuple[GroupKey, bool]
 
 
 @dataclass
@@ -40,22 +51,13 @@ class _Request:
     prompt: str
     params: SamplingParams
     future: asyncio.Future[Completion]
+    grammar: Any = None  # the compiled call grammar of a forced tool call
 
     @property
-    def key(self) -> GroupKey:
+    def key(self) -> BatchKey:
         p = self.params
-        return (p.temperature, p.top_p, p.max_tokens, tuple(p.stop))
-
-
-def check_tool_choice(tools: list[dict[str, Any]] | None, params: SamplingParams) -> None:
-    """Refuse a forced tool choice: it needs constrained decoding, which we do not fake."""
-    if tools and params.tool_choice not in ("auto", "none"):
-        raise BackendError(
-            "unsupported",
-            f"local backend: tool_choice={params.tool_choice!r} needs constrained decoding, "
-            "which arrives with the text tool protocol; use tool_choice='auto' for now",
-            transient=False,
-        )
+        stop = () if self.grammar is not None else tuple(p.stop)
+        return (p.temperature, p.top_p, p.max_tokens, stop), self.grammar is not None
 
 
 @dataclass
@@ -120,11 +122,18 @@ class LocalBackend:
     ) -> Completion:
         """Queue one request for the next batch and wait for its completion."""
         start = time.perf_counter()
-        check_tool_choice(tools, params)
+        forced = forced_functions(tools, params.tool_choice)
+        if params.tool_choice == "none":
+            tools = None
         loop = asyncio.get_running_loop()
         if self._engine is None:
             await loop.run_in_executor(self._pool(), self.load)
-        request = _Request(self._render(messages, tools), params, loop.create_future())
+        prompt = self._render(messages, tools)
+        grammar = None
+        if forced is not None:
+            grammar = await asyncio.to_thread(self._grammar, forced)
+            prompt += FORCED_PREFIX
+        request = _Request(prompt, params, loop.create_future(), grammar)
         self._state_for(loop).queue.put_nowait(request)
         self.stats["requests"] += 1
         completion = await request.future
@@ -138,6 +147,16 @@ class LocalBackend:
             raise BackendError(
                 "template_error",
                 f"local model {self.model}: chat template failed: {type(e).__name__}: {e}",
+                transient=False,
+            ) from e
+
+    def _grammar(self, functions: list[dict[str, Any]]) -> Any:
+        try:
+            return self.engine.grammars.get(functions)
+        except Exception as e:  # xgrammar rejects some schemas (e.g. unsupported keywords)
+            raise BackendError(
+                "bad_request",
+                f"local model {self.model}: cannot compile the tool call grammar: {e}",
                 transient=False,
             ) from e
 
@@ -155,7 +174,7 @@ class LocalBackend:
             batch: list[_Request] = []
             state.held = batch
             await self._collect(state.queue, batch)
-            groups: dict[GroupKey, list[_Request]] = {}
+            groups: dict[BatchKey, list[_Request]] = {}
             for request in batch:
                 groups.setdefault(request.key, []).append(request)
             try:
@@ -190,16 +209,18 @@ class LocalBackend:
             except TimeoutError:
                 break
 
-    async def _run_group(self, key: GroupKey, group: list[_Request]) -> None:
+    async def _run_group(self, key: BatchKey, group: list[_Request]) -> None:
         live = [r for r in group if not r.future.done()]  # callers may have given up
         if not live:
             return
         seeds = [r.params.seed for r in live if r.params.seed is not None]
+        grammars = [r.grammar for r in live] if key[1] else None
         self._count(len(live))
         loop = asyncio.get_running_loop()
+        prompts = [r.prompt for r in live]
         try:
             rows = await loop.run_in_executor(
-                self._pool(), self.engine.generate, [r.prompt for r in live], key, seeds
+                self._pool(), self.engine.generate, prompts, key[0], seeds, grammars
             )
         except Exception as e:
             for r in live:
@@ -214,16 +235,17 @@ class LocalBackend:
             return
         for r, row in zip(live, rows, strict=True):
             if not r.future.done():
-                r.future.set_result(self._completion(row))
+                r.future.set_result(self._completion(row, forced=key[1]))
 
     def _count(self, n: int) -> None:
         self.stats["generate_calls"] += 1
         self.stats["batched_requests"] += n
         self.stats["max_batch"] = max(self.stats["max_batch"], n)
 
-    def _completion(self, row: RowOutput) -> Completion:
+    def _completion(self, row: RowOutput, *, forced: bool) -> Completion:
+        text = wrap_call(row.text, complete=row.finish_reason == "stop") if forced else row.text
         return Completion(
-            text=row.text,
+            text=text,
             finish_reason=row.finish_reason,
             model=self.model,
             usage=Usage(prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens),

@@ -1,8 +1,13 @@
 """The synchronous half of the `local` backend: a loaded tokenizer and model, and one
 left-padded `generate` over a group of prompts that share their generation settings.
 
-Everything here runs in the backend's single worker thread; `backends/local.py` owns the
-queue and the batching."""
+Prompts with tools (or with tool calls and results in their history) are rendered with the
+text tool protocol's template (`rollout/protocol.py`), others with the model's own template.
+A group may be constrained: then each row has its own compiled call grammar
+(`backends/constrained.py`), and xgrammar's logits processor masks each row by its own.
+
+Everything here runs in the backend's single worker thread (grammar compiling aside, which is
+locked); `backends/local.py` owns the queue and the batching."""
 
 from __future__ import annotations
 
@@ -13,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentmill.backends.constrained import GrammarCache, logits_processor
 from agentmill.config import LocalBackendConfig
 from agentmill.errors import UserError
 from agentmill.records import Message, content_hash
+from agentmill.rollout import protocol
 
 # (temperature, top_p, max_tokens, stop): requests that share these share a generate call.
 GroupKey = tuple[float, float, int, tuple[str, ...]]
@@ -31,9 +38,13 @@ class RowOutput:
     completion_tokens: int
 
 
-def template_message(m: Message) -> dict[str, Any]:
-    """A message as chat templates expect it: text content, tool-call arguments as dicts."""
-    return m.to_openai(dict_arguments=True) | {"content": m.text}
+template_message = protocol.template_message
+
+
+def uses_tool_protocol(messages: list[Message], tools: list[dict[str, Any]] | None) -> bool:
+    """True when the prompt needs the tool protocol's template: tools are offered, or the
+    history holds calls or results (a template without tool support would drop them)."""
+    return bool(tools) or any(m.role == "tool" or m.tool_calls for m in messages)
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> str | None:
@@ -75,6 +86,7 @@ class Engine:
         self.lm.to(cfg.device).eval()
         self.eos_ids = self._eos_ids()
         self.top_k = getattr(self.lm.generation_config, "top_k", None) or 0
+        self.grammars = GrammarCache(self.tok, self.lm.config.vocab_size)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -91,7 +103,10 @@ class Engine:
         return ids
 
     def render(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
-        """The prompt text: the chat template applied, ending with the assistant header."""
+        """The prompt text, ending with the assistant header: the tool protocol's template
+        when `uses_tool_protocol`, else the model's own chat template."""
+        if uses_tool_protocol(messages, tools):
+            return protocol.render(messages, tools)
         text: str = self.tok.apply_chat_template(
             [template_message(m) for m in messages],
             tools=tools or None,
@@ -100,14 +115,24 @@ class Engine:
         )
         return text
 
-    def generate(self, prompts: list[str], key: GroupKey, seeds: list[int]) -> list[RowOutput]:
-        """One left-padded `generate` over `prompts`, all sharing the settings in `key`."""
+    def generate(
+        self,
+        prompts: list[str],
+        key: GroupKey,
+        seeds: list[int],
+        grammars: list[Any] | None = None,
+    ) -> list[RowOutput]:
+        """One left-padded `generate` over `prompts`, all sharing the settings in `key`;
+        with `grammars` (one compiled grammar per prompt), each row is constrained by its own."""
         import torch
 
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.lm.device)
+        kw = self._generate_kwargs(key)
+        if grammars is not None:
+            kw["logits_processor"] = [logits_processor(grammars)]
         with torch.inference_mode(), self._seeded(seeds):
-            out = self.lm.generate(**enc, **self._generate_kwargs(key))
+            out = self.lm.generate(**enc, **kw)
         new = out[:, enc["input_ids"].shape[1] :].tolist()
         prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
         return [self._row(ids, n, key[3]) for ids, n in zip(new, prompt_lens, strict=True)]

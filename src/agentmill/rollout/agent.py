@@ -52,6 +52,9 @@ class Agent:
     cfg: AgentConfig
     params: SamplingParams
     text_protocol: bool = False  # render tools as text for a server without a tool parser
+    few_shot: list[Message] = field(
+        default_factory=list
+    )  # sent after the system prompt, not recorded
 
     def schemas(self) -> list[dict[str, Any]]:
         return [t.schema() for t in self.tools.values()]
@@ -95,7 +98,7 @@ class Agent:
         if r.stats.steps == 0 and self.cfg.first_tool_choice and self.tools:
             params = params.model_copy(update={"tool_choice": self.cfg.first_tool_choice})
         tools = self.schemas() or None
-        messages = list(r.messages)  # a snapshot: r.messages keeps growing
+        messages = self._with_few_shot(r.messages)  # a new list: r.messages keeps growing
         if self.text_protocol and tools:
             messages = [Message.model_validate(m) for m in to_text_messages(r.messages, tools)]
             tools = None
@@ -107,6 +110,10 @@ class Agent:
         r.model = c.model or r.model
         r.cached_steps += int(c.cached)
         return c
+
+    def _with_few_shot(self, messages: list[Message]) -> list[Message]:
+        head = 1 if messages and messages[0].role == "system" else 0
+        return [*messages[:head], *self.few_shot, *messages[head:]]
 
     def _assistant_message(self, c: Completion, first_id: int) -> tuple[Message, dict[str, str]]:
         """The canonical assistant message, and parse errors by call id. Ids of text-protocol
