@@ -32,7 +32,7 @@ def _write(tmp_path: Path, data: dict) -> Path:
     [
         (
             "rollout.temprature=1",
-            "unknown key 'rollout.temprature' (allowed here: agent, backend, n, params, system_prompt, tools)",
+            "unknown key 'rollout.temprature' (allowed here: agent, backend, few_shot, n, params, system_prompt, tools)",
         ),
         ("rollout.n=0", "rollout.n: input should be greater than or equal to 1 (got 0)"),
         (

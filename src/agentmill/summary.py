@@ -88,6 +88,7 @@ def run_status(run_dir: Path) -> dict[str, Any]:
         "failed": dict(failed),
         "pending": max(0, expected - len(done) - sum(failed.values())),
         "sessions": len(manifest.get("sessions", [])),
+        "funnel": manifest.get("stages", {}).get("funnel"),
         "calls": {
             "total": len(calls),
             "cache_hits": sum(c["cache_hit"] for c in calls),

@@ -41,6 +41,13 @@ def status_cmd(
         _reasons(s["failed"]),
     )
     con.print(table)
+    funnel = s.get("funnel")
+    if funnel:
+        con.print(
+            f"funnel: trajectories {funnel['trajectories']}, well-formed call "
+            f"{funnel['well_formed_call']}, correct {funnel['correct']}, kept {funnel['kept']}, "
+            f"exported {sum(funnel['exported'].values())}"
+        )
     c = s["calls"]
     con.print(
         f"model calls {c['total']}  cache hits {c['cache_hits']}  retries {c['retries']}"

@@ -1,0 +1,95 @@
+"""Score -> filter -> export in a run and on files (scripted FAKE backend: control flow)."""
+
+import orjson
+
+from agentmill.store import iter_jsonl
+
+
+def _lines(path):
+    return [orjson.loads(x) for _, x in iter_jsonl(path)]
+
+
+def _cfg(tasks, rewards, **extra) -> dict:
+    calc = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2 * 2"}}]}
+    return {
+        "name": "st",
+        "sources": [{"path": str(tasks)}],
+        "backends": {"teacher": {"type": "scripted", "replies": [calc, "4", calc, "5"], "max_concurrency": 1}},
+        "rollout": {"n": 2, "tools": ["calculator"]},
+        "score": {"rewards": rewards},
+        "filter": {"min_reward": 1.0, "reward": "math"},
+        "export": [{"format": "trl-sft", "path": "sft.jsonl"}],
+        **extra,
+    }
+
+
+def test_run_scores_filters_exports_and_rescores_without_resampling(
+    tmp_path, cli, write_config
+) -> None:
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text(
+        '{"question": "What is 2 * 2?", "answer": "4"}\n{"question": "2+2?", "answer": "4"}\n'
+    )
+    out = tmp_path / "run"
+    rc, stdout, _ = cli("run", write_config(_cfg(tasks, ["math"])), "--out", out)
+    assert rc == 0, stdout
+    scored = _lines(out / "score" / "records.jsonl")
+    assert sorted(t["rewards"]["math"] for t in scored) == [0.0, 0.0, 1.0, 1.0]
+    assert all(t["messages"][-2]["content"] == "4" for t in scored)  # the calculator really ran
+    kept, sft = _lines(out / "filter" / "records.jsonl"), _lines(out / "export" / "sft.jsonl")
+    assert len(kept) == len(sft) == 2 and {r["id"] for r in sft} == {t["id"] for t in kept}
+    assert all(
+        d["reason"] == "reward_below_min:math" for d in _lines(out / "filter" / "dropped.jsonl")
+    )
+    assert sft[0]["tools"][0]["function"]["name"] == "calculator"
+    assert sft[0]["messages"][1]["tool_calls"][0]["function"]["arguments"] == {
+        "expression": "2 * 2"
+    }
+    # a new reward re-scores (old score folder kept aside) without a single model call
+    rc, stdout, _ = cli("run", write_config(_cfg(tasks, ["math", "format"])), "--out", out)
+    assert rc == 0 and "model calls 0" in stdout
+    assert all(
+        set(t["rewards"]) == {"math", "format"} for t in _lines(out / "score" / "records.jsonl")
+    )
+    assert len(list(out.glob("score.*"))) == 1
+
+
+def test_score_filter_export_commands_on_files(tmp_path, cli, write_config) -> None:
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text('{"question": "What is 2 * 2?", "answer": "4"}\n')
+    out = tmp_path / "run"
+    cfg = _cfg(tasks, [])
+    del cfg["filter"], cfg["export"]
+    assert cli("run", write_config(cfg), "--out", out)[0] == 0
+    trajs = out / "rollout" / "records.jsonl"
+    with trajs.open("ab") as f:
+        f.write(b'{"not": "a trajectory"}\n')
+    rc, stdout, _ = cli(
+        "score", trajs, "-o", tmp_path / "s.jsonl", "--reward", "math", "--reward", "format"
+    )
+    assert rc == 0 and "scored 2" in stdout and "not_a_trajectory: 1" in stdout
+    assert {tuple(sorted(t["rewards"])) for t in _lines(tmp_path / "s.jsonl")} == {
+        ("format", "math")
+    }
+    rc, stdout, _ = cli(
+        "filter",
+        tmp_path / "s.jsonl",
+        "-o",
+        tmp_path / "k.jsonl",
+        "--min-reward",
+        "1",
+        "--reward",
+        "math",
+    )
+    assert rc == 0 and "kept 1" in stdout and "reward_below_min:math: 1" in stdout
+    assert len(_lines(tmp_path / "k.dropped.jsonl")) == 1
+    rc, stdout, _ = cli(
+        "export", tmp_path / "k.jsonl", "--format", "trl-sft", "-o", tmp_path / "sft.jsonl"
+    )
+    assert rc == 0 and len(_lines(tmp_path / "sft.jsonl")) == 1
+    rc, _, err = cli("export", tmp_path / "k.jsonl", "--format", "csv", "-o", tmp_path / "x")
+    assert rc == 2 and "unknown export format" in err
+    rc, _, err = cli("score", trajs, "-o", tmp_path / "x.jsonl", "--reward", "vibes")
+    assert rc == 2 and "--reward" in err
+    rc, _, err = cli("score", trajs, "-o", tmp_path / "x.jsonl", "--reward", "math", "--strict")
+    assert rc == 2 and "not_a_trajectory" in err
