@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -24,20 +23,12 @@ from pydantic import (
     model_validator,
 )
 
+from agentmill.configbase import ADDITIVE, NO_FP, Component
 from agentmill.curation.configs import FilterConfig
 from agentmill.export.configs import ExportConfig
 from agentmill.records import Message, SamplingParams, content_hash
 from agentmill.rollout.configs import AgentConfig, ToolConfig
 from agentmill.scoring.configs import ScoreConfig
-
-NO_FP: dict[str, Any] = {"fingerprint": False}
-ADDITIVE: dict[str, Any] = {"additive": True}
-
-
-class Component(BaseModel):
-    """Base of every config model: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 # ---------------------------------------------------------------- backends

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from agentmill.configbase import Component
 
 
-class FilterConfig(BaseModel):
+class FilterConfig(Component):
     """Which trajectories to keep. Every drop is counted by reason in the stage stats."""
-
-    model_config = ConfigDict(extra="forbid")
 
     min_reward: float | None = None  # every reward (or only `reward`) must be >= this
     reward: str | None = None  # the reward `min_reward` applies to; None: all of them

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from agentmill.configbase import Component
 
 
-class ExportConfig(BaseModel):
+class ExportConfig(Component):
     """One export of the kept trajectories, written to `export/<path>` in the run folder."""
-
-    model_config = ConfigDict(extra="forbid")
 
     format: Literal["trl-sft"] = "trl-sft"
     path: str = "sft.jsonl"

@@ -5,21 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag
+
+from agentmill.configbase import Component
 
 
-class _Component(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CalculatorToolConfig(_Component):
+class CalculatorToolConfig(Component):
     """Arithmetic and common functions, evaluated by walking the AST (never `eval`)."""
 
     type: Literal["calculator"] = "calculator"
     name: str = "calculator"
 
 
-class PythonToolConfig(_Component):
+class PythonToolConfig(Component):
     """Model-written code in a sandboxed subprocess (bubblewrap; see the tool's docstring)."""
 
     type: Literal["python"] = "python"
@@ -32,7 +30,7 @@ class PythonToolConfig(_Component):
     python: str | None = None  # interpreter inside the sandbox; default: the running one
 
 
-class SearchToolConfig(_Component):
+class SearchToolConfig(Component):
     """BM25 search over a local corpus (`search`) and reading a document by id (`open`)."""
 
     type: Literal["search"] = "search"
@@ -44,7 +42,7 @@ class SearchToolConfig(_Component):
     max_open_chars: int = Field(default=4000, ge=100)
 
 
-class FunctionToolConfig(_Component):
+class FunctionToolConfig(Component):
     """Any Python function, by dotted path (`package.module:function` or `package.module.function`);
     its JSON schema comes from the type hints and the docstring."""
 
@@ -72,7 +70,7 @@ ToolConfig = Annotated[
 ]
 
 
-class AgentConfig(_Component):
+class AgentConfig(Component):
     """Limits of one trajectory; each ends it with a recorded stop reason."""
 
     max_steps: int = Field(default=8, ge=1)

@@ -8,33 +8,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator
 
+from agentmill.configbase import Component
 from agentmill.rollout.configs import PythonToolConfig
 
 
-class _Reward(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MathRewardConfig(_Reward):
+class MathRewardConfig(Component):
     type: Literal["math"] = "math"
     name: str = "math"
 
 
-class CodeRewardConfig(_Reward):
+class CodeRewardConfig(Component):
     type: Literal["code"] = "code"
     name: str = "code"
     sandbox: PythonToolConfig = Field(default_factory=PythonToolConfig)
 
 
-class ToolCallRewardConfig(_Reward):
+class ToolCallRewardConfig(Component):
     type: Literal["tool_call"] = "tool_call"
     name: str = "tool_call"
     order_sensitive: bool = False  # parallel calls (same step) match in any order unless set
 
 
-class FormatRewardConfig(_Reward):
+class FormatRewardConfig(Component):
     type: Literal["format"] = "format"
     name: str = "format"
     # each check scores 1 or 0; the reward is their mean
@@ -43,19 +40,19 @@ class FormatRewardConfig(_Reward):
     )
 
 
-class ExactRewardConfig(_Reward):
+class ExactRewardConfig(Component):
     type: Literal["exact"] = "exact"
     name: str = "exact"
     normalize: bool = True  # case, whitespace and trailing punctuation
 
 
-class ContainsRewardConfig(_Reward):
+class ContainsRewardConfig(Component):
     type: Literal["contains"] = "contains"
     name: str = "contains"
     case_sensitive: bool = False
 
 
-class RegexRewardConfig(_Reward):
+class RegexRewardConfig(Component):
     type: Literal["regex"] = "regex"
     name: str = "regex"
     pattern: str | None = None  # None: the task's ground truth is the pattern
@@ -80,7 +77,7 @@ RewardConfig = Annotated[
 ]
 
 
-class ScoreConfig(_Reward):
+class ScoreConfig(Component):
     """The score stage: each reward's value is stored on the trajectory under its name."""
 
     rewards: list[RewardConfig] = Field(default_factory=list)
