@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from agentmill.backends.base import Backend, BackendError, Completion
+from agentmill.backends.constrained import FORCED_PREFIX, forced_functions
 from agentmill.backends.local import LocalBackend
-from agentmill.backends.local_engine import cut_at_stop, template_message
+from agentmill.backends.local_engine import (
+    PREFIX_MIN_TOKENS,
+    Engine,
+    GroupKey,
+    RowOutput,
+    cut_at_stop,
+    template_message,
+)
 from agentmill.errors import UserError
 from agentmill.models import EMBEDDED, list_models, resolve_model
 from agentmill.records import FunctionCall, Message, SamplingParams, ToolCall
@@ -177,6 +185,92 @@ def test_tool_history_renders_and_tools_are_accepted(local_backend: LocalBackend
     ]
     c = asyncio.run(local_backend.complete(messages, [CALC_TOOL], GREEDY))
     assert c.usage.completion_tokens > 0
+
+
+# ---------------------------------------------------------------- shared prefix cache
+SYSTEM = (
+    "You solve arithmetic word problems. First call the calculator with the arithmetic "
+    "expression the problem needs. When the tool answers, reply with only the final number."
+)
+QUESTIONS = [
+    "What is 17 * 23?",
+    "Ann has 12 apples and buys 30 more. How many apples does she have now?",
+    "A train travels 60 km each hour for 7 hours. How far does it go in total?",
+    "What is 17 * 23?",  # a duplicate: rows may share the whole prompt
+]
+
+
+def quiz_prompts(engine: Engine, *, forced: bool) -> list[str]:
+    """Prompts of different lengths sharing the system prompt and the tool block."""
+    prompts = [
+        engine.render(
+            [Message(role="system", content=SYSTEM), Message(role="user", content=q)],
+            [CALC_TOOL],
+        )
+        for q in QUESTIONS
+    ]
+    return [p + FORCED_PREFIX for p in prompts] if forced else prompts
+
+
+def both_paths(
+    engine: Engine,
+    prompts: list[str],
+    key: GroupKey,
+    forced: bool = False,
+    seeds: list[int] | None = None,
+) -> tuple[list[RowOutput], list[RowOutput]]:
+    """The rows of one `generate` without the prefix cache, then with it (cold LRU)."""
+    grammar = (
+        engine.grammars.get(forced_functions([CALC_TOOL], "required") or []) if forced else None
+    )
+    grammars = [grammar] * len(prompts) if forced else None
+    assert engine.prefixes is not None
+    engine.prefixes.entries.clear()
+    try:
+        engine.use_prefix_cache = False
+        plain = engine.generate(prompts, key, seeds or [], grammars)
+        engine.use_prefix_cache = True
+        cached = engine.generate(prompts, key, seeds or [], grammars)
+    finally:
+        engine.use_prefix_cache = True
+    assert len(engine.prefixes.entries) == 1  # the prefix path ran
+    return plain, cached
+
+
+@pytest.mark.model
+def test_prefix_cache_gives_the_same_greedy_rows(local_backend: LocalBackend) -> None:
+    engine = local_backend.engine
+    prompts = quiz_prompts(engine, forced=False)
+    plain, cached = both_paths(engine, prompts, (0.0, 1.0, 12, ()))
+    assert cached == plain
+    lengths = [len(engine.tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    assert [r.prompt_tokens for r in cached] == lengths and len(set(lengths)) == 3
+    (prefix,) = engine.prefixes.entries  # type: ignore[union-attr]
+    assert PREFIX_MIN_TOKENS <= len(prefix) < min(lengths)
+
+
+@pytest.mark.model
+def test_prefix_cache_gives_the_same_forced_calls(local_backend: LocalBackend) -> None:
+    prompts = quiz_prompts(local_backend.engine, forced=True)
+    plain, cached = both_paths(local_backend.engine, prompts, (0.0, 1.0, 24, ()), forced=True)
+    assert cached == plain
+    assert all(r.text.startswith('{"name": "calculator"') for r in cached)
+
+
+@pytest.mark.model
+def test_prefix_cache_reuses_an_entry_and_leaves_it_intact(local_backend: LocalBackend) -> None:
+    engine = local_backend.engine
+    prompts = quiz_prompts(engine, forced=False)
+    key: GroupKey = (1.0, 0.95, 8, ("\n\n",))  # sampling, with a stop string
+    _, first = both_paths(engine, prompts, key, seeds=[3, 4, 5, 6])
+    assert engine.prefixes is not None
+    (kv,) = engine.prefixes.entries.values()
+    before = [(k.clone(), v.clone()) for k, v in kv]
+    hits = engine.prefixes.stats["hits"]
+    again = engine.generate(prompts, key, [3, 4, 5, 6])
+    assert engine.prefixes.stats["hits"] == hits + 1 and again == first  # same seeds, same rows
+    for (k, v), (k0, v0) in zip(kv, before, strict=True):
+        assert k.equal(k0) and v.equal(v0)
 
 
 # ---------------------------------------------------------------- loopback server

@@ -6,10 +6,11 @@
 
 `complete()` renders the chat template and queues the prompt; one worker task per event loop
 collects up to `max_batch_size` requests (waiting up to `batch_wait_ms` after the first),
-groups those with identical generation settings, and runs one left-padded `generate` per
-group in a single worker thread. The model is loaded once (lazily, or with `load()`) and is
-shared by every event loop that uses the backend, so one instance survives successive
-`asyncio.run` calls.
+groups those with identical generation settings, and runs one padded `generate` per group in a
+single worker thread; the group's shared prompt prefix is encoded once and reused across
+batches (`local_engine.PrefixCache`; `prefix_cache=False` turns that off). The model is loaded
+once (lazily, or with `load()`) and is shared by every event loop that uses the backend, so
+one instance survives successive `asyncio.run` calls.
 
 Tools travel through the text tool protocol (`rollout/protocol.py`): with tools the prompt is
 rendered with `tool_chat.jinja`, and the reply comes back as raw text holding `<tool_call>`
@@ -78,9 +79,11 @@ class LocalBackend:
     calls) and `max_batch` (the largest call so far).
     """
 
-    def __init__(self, name: str, cfg: LocalBackendConfig):
+    def __init__(self, name: str, cfg: LocalBackendConfig, prefix_cache: bool = True):
         self.name = name
         self.cfg = cfg
+        # Reuse the encoded shared prefix of a batch's prompts (`local_engine.PrefixCache`).
+        self.prefix_cache = prefix_cache
         self.model = cfg.model
         # Four batches' worth in flight keeps the next batch full while one generates.
         self.max_concurrency = 4 * cfg.max_batch_size
@@ -98,7 +101,7 @@ class LocalBackend:
         with self._load_lock:
             if self._engine is None:
                 require_local_extra()
-                self._engine = Engine(resolve_model(self.model), self.cfg)
+                self._engine = Engine(resolve_model(self.model), self.cfg, self.prefix_cache)
 
     @property
     def engine(self) -> Engine:

@@ -1,10 +1,18 @@
 """The synchronous half of the `local` backend: a loaded tokenizer and model, and one
-left-padded `generate` over a group of prompts that share their generation settings.
+padded `generate` over a group of prompts that share their generation settings.
 
 Prompts with tools (or with tool calls and results in their history) are rendered with the
 text tool protocol's template (`rollout/protocol.py`), others with the model's own template.
 A group may be constrained: then each row has its own compiled call grammar
 (`backends/constrained.py`), and xgrammar's logits processor masks each row by its own.
+
+Shared prefix: the prompts of a group usually share a long token prefix (system prompt, tools,
+few-shot turns), and prefill dominates short completions. When they share at least
+`PREFIX_MIN_TOKENS` tokens, the prefix is encoded once at batch size 1 (or taken from a small
+LRU of earlier prefixes, `PrefixCache`), expanded to the batch, and `generate` encodes only
+each row's suffix. Rows are laid out `prefix | padding | suffix` with the padding masked out;
+`generate` derives position ids from the mask's cumulative sum, so each row's tokens keep the
+positions they would have without padding.
 
 Everything here runs in the backend's single worker thread (grammar compiling aside, which is
 locked); `backends/local.py` owns the queue and the batching."""
@@ -26,6 +34,15 @@ from agentmill.rollout import protocol
 
 # (temperature, top_p, max_tokens, stop): requests that share these share a generate call.
 GroupKey = tuple[float, float, int, tuple[str, ...]]
+# Per layer, the (keys, values) of one encoded prefix, batch size 1.
+PrefixKV = tuple[tuple[Any, Any], ...]
+
+# A shorter shared prefix saves too little prefill to pay for the cache copy.
+PREFIX_MIN_TOKENS = 32
+# The LRU of encoded prefixes: at most this many entries and tokens (SmolLM2-135M: ~46 KB a
+# token in float32, so the token bound keeps it under ~400 MB even for long prompts).
+PREFIX_CACHE_ENTRIES = 4
+PREFIX_CACHE_TOKENS = 8192
 
 
 @dataclass
@@ -67,7 +84,7 @@ class Engine:
     tok: Any
     lm: Any
 
-    def __init__(self, path: Path, cfg: LocalBackendConfig):
+    def __init__(self, path: Path, cfg: LocalBackendConfig, prefix_cache: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -87,6 +104,10 @@ class Engine:
         self.eos_ids = self._eos_ids()
         self.top_k = getattr(self.lm.generation_config, "top_k", None) or 0
         self.grammars = GrammarCache(self.tok, self.lm.config.vocab_size)
+        # None when the model cannot take a shared prefix (see `PrefixCache.supports`).
+        self.prefixes = PrefixCache(self.lm) if PrefixCache.supports(self.lm) else None
+        # Whether `generate` reuses a shared prefix; tests turn it off to compare outputs.
+        self.use_prefix_cache = prefix_cache
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -122,20 +143,48 @@ class Engine:
         seeds: list[int],
         grammars: list[Any] | None = None,
     ) -> list[RowOutput]:
-        """One left-padded `generate` over `prompts`, all sharing the settings in `key`;
-        with `grammars` (one compiled grammar per prompt), each row is constrained by its own."""
+        """One padded `generate` over `prompts`, all sharing the settings in `key`; with
+        `grammars` (one compiled grammar per prompt), each row is constrained by its own."""
         import torch
 
-        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = enc.to(self.lm.device)
+        ids: list[list[int]] = self.tok(prompts, add_special_tokens=False)["input_ids"]
         kw = self._generate_kwargs(key)
         if grammars is not None:
             kw["logits_processor"] = [logits_processor(grammars)]
         with torch.inference_mode(), self._seeded(seeds):
-            out = self.lm.generate(**enc, **kw)
-        new = out[:, enc["input_ids"].shape[1] :].tolist()
-        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-        return [self._row(ids, n, key[3]) for ids, n in zip(new, prompt_lens, strict=True)]
+            shared = self._shared_prefix(ids)
+            if shared and self.prefixes is not None:
+                kv = self.prefixes.get(tuple(ids[0][:shared]))
+                kw["past_key_values"] = self.prefixes.expanded(kv, len(ids))
+            input_ids, mask = self._layout(ids, shared)
+            out = self.lm.generate(input_ids=input_ids, attention_mask=mask, **kw)
+        new = out[:, input_ids.shape[1] :].tolist()
+        return [self._row(row, len(p), key[3]) for row, p in zip(new, ids, strict=True)]
+
+    def _shared_prefix(self, ids: list[list[int]]) -> int:
+        """How many leading tokens the rows share and `generate` should take from the prefix
+        cache: 0 when off, unsupported or too short. Each row keeps at least one token of its
+        own, as `generate` must encode something to produce the first logits."""
+        if not self.use_prefix_cache or self.prefixes is None:
+            return 0
+        n = min(len(os.path.commonprefix(ids)), min(len(row) for row in ids) - 1)
+        return n if n >= PREFIX_MIN_TOKENS else 0
+
+    def _layout(self, ids: list[list[int]], shared: int) -> tuple[Any, Any]:
+        """Input ids and attention mask, each row `prefix | padding | suffix`: with `shared`
+        = 0 plain left padding. The padding sits after the prefix so the prefix columns line
+        up across rows, as the expanded prefix cache requires."""
+        import torch
+
+        width = max(len(row) for row in ids) - shared
+        pad = self.tok.pad_token_id
+        rows, masks = [], []
+        for row in ids:
+            gap = width - (len(row) - shared)
+            rows.append(row[:shared] + [pad] * gap + row[shared:])
+            masks.append([1] * shared + [0] * gap + [1] * (len(row) - shared))
+        device = self.lm.device
+        return torch.tensor(rows, device=device), torch.tensor(masks, device=device)
 
     def _generate_kwargs(self, key: GroupKey) -> dict[str, Any]:
         temperature, top_p, max_tokens, stop = key
@@ -179,3 +228,95 @@ class Engine:
         if end < len(ids):
             return RowOutput(text, "stop", int(prompt_tokens), end + (ids[end] in self.eos_ids))
         return RowOutput(text, "length", int(prompt_tokens), end)
+
+
+class PrefixCache:
+    """An LRU of encoded prompt prefixes (batch size 1), keyed by their token ids.
+
+    `get` returns the states of exactly the asked prefix, encoding only what the closest stored
+    entry lacks; `expanded` gives `generate` a fresh cache over a batch. Stored tensors are
+    never handed to `generate`: a `DynamicCache` takes in states by concatenation, which
+    copies, so `generate` extends tensors of its own and the entries stay as encoded."""
+
+    def __init__(
+        self,
+        lm: Any,
+        max_entries: int = PREFIX_CACHE_ENTRIES,
+        max_tokens: int = PREFIX_CACHE_TOKENS,
+    ):
+        self.lm = lm
+        self.max_entries = max_entries
+        self.max_tokens = max_tokens
+        self.entries: dict[tuple[int, ...], PrefixKV] = {}  # oldest first
+        self.stats: dict[str, int] = dict.fromkeys(("hits", "encoded_tokens"), 0)
+
+    @staticmethod
+    def supports(lm: Any) -> bool:
+        """True for a decoder-only model whose cache layers all grow by concatenation (no
+        sliding window) and whose forward takes the position ids that `generate` derives from
+        the attention mask: the `prefix | padding | suffix` layout needs both."""
+        import inspect
+
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        if lm.config.is_encoder_decoder:
+            return False
+        params = inspect.signature(lm.forward).parameters
+        if "position_ids" not in params or "logits_to_keep" not in params:
+            return False
+        layers = DynamicCache(config=lm.config).layers
+        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+    def get(self, ids: tuple[int, ...]) -> PrefixKV:
+        """The states of the prefix `ids`, from the LRU or encoded (and then stored)."""
+        if ids in self.entries:
+            self.stats["hits"] += 1
+            self.entries[ids] = self.entries.pop(ids)  # most recently used last
+            return self.entries[ids]
+        base, n = self._closest(ids)
+        kv = self._encode(ids[n:], base)
+        self._store(ids, kv)
+        return kv
+
+    def _closest(self, ids: tuple[int, ...]) -> tuple[PrefixKV | None, int]:
+        """The stored states sharing the longest head with `ids` (at least
+        `PREFIX_MIN_TOKENS`), cut to that head (views, no copy), and its length."""
+        best, n = None, 0
+        for key, kv in self.entries.items():
+            common = len(os.path.commonprefix([key, ids]))
+            if common > n:
+                best, n = kv, common
+        if best is None or n < PREFIX_MIN_TOKENS:
+            return None, 0
+        n = min(n, len(ids) - 1)  # leave a token to encode, so the forward below has input
+        return tuple((k[:, :, :n], v[:, :, :n]) for k, v in best), n
+
+    def _encode(self, new_ids: tuple[int, ...], base: PrefixKV | None) -> PrefixKV:
+        """Run `new_ids` (batch size 1) on top of `base`; without a mask, the model numbers
+        the positions on from the cache length, which is right for an unpadded row."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache(ddp_cache_data=base, config=self.lm.config)
+        input_ids = torch.tensor([new_ids], device=self.lm.device)
+        # One logit row: the prefix's logits are never used, only its keys and values.
+        self.lm(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.stats["encoded_tokens"] += len(new_ids)
+        return tuple((layer.keys, layer.values) for layer in cache.layers)
+
+    def _store(self, ids: tuple[int, ...], kv: PrefixKV) -> None:
+        self.entries[ids] = kv
+        while len(self.entries) > 1 and (
+            len(self.entries) > self.max_entries
+            or sum(len(k) for k in self.entries) > self.max_tokens
+        ):
+            del self.entries[next(iter(self.entries))]
+
+    def expanded(self, kv: PrefixKV, batch: int) -> Any:
+        """A new `DynamicCache` holding `kv` for each of `batch` rows: the views expanded here
+        are copied into the cache's own tensors as it takes them in."""
+        from transformers import DynamicCache
+
+        rows = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in kv]
+        return DynamicCache(ddp_cache_data=rows, config=self.lm.config)
