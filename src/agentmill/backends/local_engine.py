@@ -252,15 +252,17 @@ class PrefixCache:
 
     @staticmethod
     def supports(lm: Any) -> bool:
-        """True for a decoder-only model whose cache layers all grow by concatenation (no
-        sliding window) and whose forward takes the position ids that `generate` derives from
-        the attention mask: the `prefix | padding | suffix` layout needs both."""
+        """True for a decoder-only model on the default cache whose layers all grow by
+        concatenation (no sliding window) and whose forward takes the position ids that
+        `generate` derives from the attention mask: the `prefix | padding | suffix` layout
+        needs both."""
         import inspect
 
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
-        if lm.config.is_encoder_decoder:
+        # A configured cache implementation would clash with the cache passed to `generate`.
+        if lm.config.is_encoder_decoder or lm.generation_config.cache_implementation:
             return False
         params = inspect.signature(lm.forward).parameters
         if "position_ids" not in params or "logits_to_keep" not in params:
