@@ -39,6 +39,7 @@ class Funnel:
     correct: int = 0
     scored: int = 0
     kept: int = 0
+    filtered: bool = False
     dropped: Counter[str] = field(default_factory=Counter)
     exported: dict[str, int] = field(default_factory=dict)
     export_skipped: Counter[str] = field(default_factory=Counter)
@@ -106,6 +107,7 @@ def _filter(
     if cfg.filter is None:
         funnel.kept = len(trajs)
         return trajs
+    funnel.filtered = True
     kept, dropped = [], []
     for t in trajs:
         reason = drop_reason(t, cfg.filter)

@@ -88,7 +88,8 @@ def print_funnel(con: Console, f: Funnel) -> None:
     ]
     if f.scored:
         rows.append(("correct (all rewards = 1)", f.correct, f.trajectories))
-    rows.append(("kept", f.kept, f.trajectories))
+    if f.filtered:
+        rows.append(("kept", f.kept, f.trajectories))
     rows += [(f"exported {Path(p).name}", n, f.trajectories) for p, n in f.exported.items()]
     for label, n, d in rows:
         con.print(f"    {label:<28}{_pct(n, d)}")
