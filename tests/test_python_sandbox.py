@@ -181,11 +181,11 @@ for attempt in (lambda: open(target, "w").write("pwned"),
     except OSError as e:
         print("blocked", e.errno)
 open("scratch.txt", "w").write("fine")
-print(os.getcwd(), open("/tmp/scratch.txt").read())
+print(os.getcwd(), open("/tmp/work/scratch.txt").read())
 """
     result = run(code)
     assert "DID IT" not in result.stdout and result.stdout.count("blocked") == 4
-    assert result.stdout.endswith("/tmp fine\n")
+    assert result.stdout.endswith("/tmp/work fine\n")
     after = outside_file.stat()
     assert outside_file.read_text() == "original\n"
     assert (after.st_mtime_ns, stat.S_IMODE(after.st_mode)) == (before.st_mtime_ns, 0o666)

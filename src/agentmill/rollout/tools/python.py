@@ -12,7 +12,8 @@ Each call starts a fresh sandbox (about 70 ms) and throws it away afterwards:
 - limits set by the launcher inside the sandbox: RLIMIT_AS and RLIMIT_FSIZE (`memory_mb`,
   per process / per file), RLIMIT_CPU (`cpu_s`), RLIMIT_NPROC (`max_processes`, threads
   included), no core dumps; a wall-clock timeout (`timeout_s`) kills the process group.
-- file system: `/` read-only; `/tmp` (the working directory, holding `main.py`) and `/dev/shm`
+- file system: `/` read-only; `/tmp` (with the working directory `/tmp/work`, holding
+  `main.py`) and `/dev/shm`
   are fresh tmpfs of `memory_mb` each, gone with the sandbox; `/run` and non-world-searchable
   directories such as `/root` are hidden (only the interpreter's own prefix is shown again).
 - output: stdout and stderr are read incrementally and each kept to `max_output_bytes`; past
@@ -212,7 +213,7 @@ def _environment(python: str) -> dict[str, str]:
     """The sandbox's whole environment: nothing of the host's (API keys) gets through."""
     return {
         "PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": "/tmp",
+        "HOME": WORKDIR,
         "TMPDIR": "/tmp",
         "LANG": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",  # what was printed before a kill still reaches the model
@@ -221,6 +222,9 @@ def _environment(python: str) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
     }
+
+
+WORKDIR = "/tmp/work"
 
 
 def _command(cfg: PythonToolConfig, python: str, script: Path) -> list[str]:
@@ -236,7 +240,10 @@ def _command(cfg: PythonToolConfig, python: str, script: Path) -> list[str]:
     argv += ["--perms", "1777", "--size", str(mib), "--tmpfs", "/dev/shm"]
     argv += ["--perms", "1777", "--size", str(mib), "--tmpfs", "/tmp"]
     argv += _reveal(_interpreter_dirs(python))
-    argv += ["--ro-bind", str(script), "/tmp/main.py", "--chdir", "/tmp", "--"]
+    # A folder of its own inside the fresh /tmp: the interpreter's prefix may itself live
+    # under /tmp (a venv in a CI checkout there) and is bound back into /tmp above.
+    argv += ["--perms", "1777", "--dir", WORKDIR]
+    argv += ["--ro-bind", str(script), f"{WORKDIR}/main.py", "--chdir", WORKDIR, "--"]
     uid = SANDBOX_UIDS[secrets.randbelow(len(SANDBOX_UIDS))] if root else -1
     launcher = [python, "-I", "-S", "-c", _LAUNCHER, _limits(cfg), str(uid)]
     return [*argv, *launcher, python, "-B", "main.py"]
