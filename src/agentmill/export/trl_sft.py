@@ -33,7 +33,8 @@ class ExportError(ValueError):
         self.reason = reason
 
 
-def _message(m: Message, include_reasoning: bool) -> dict[str, Any]:
+def sft_message(m: Message, include_reasoning: bool) -> dict[str, Any]:
+    """One message in TRL's shape (text content, dict arguments, named tool results)."""
     out: dict[str, Any] = {"role": m.role, "content": m.text}
     if m.tool_calls:
         if any(c.function.arguments is None for c in m.tool_calls):
@@ -65,6 +66,6 @@ def to_trl_sft(
     return {
         "id": t.id,
         "task_id": t.task_id,
-        "messages": [_message(m, include_reasoning) for m in t.messages],
+        "messages": [sft_message(m, include_reasoning) for m in t.messages],
         "tools": tools,
     }
