@@ -31,8 +31,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest --durations=15
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
 	$(BIN)/python bench/orchestration.py
 	$(BIN)/python bench/local_batching.py
+	$(BIN)/python bench/constrained_calls.py --few-shot
+	$(BIN)/python bench/quickstart_speed.py
+	$(BIN)/python bench/dedup.py
 
 clean-runs:
 	rm -rf runs

@@ -20,9 +20,24 @@ def test_doctests_of_public_modules() -> None:
     import doctest
 
     import agentmill.backends.scripted
+    import agentmill.curation.balance
+    import agentmill.curation.decontaminate
+    import agentmill.curation.dedup
+    import agentmill.curation.filters
+    import agentmill.export.trl_sft
     import agentmill.records
     import agentmill.sources.files
 
-    for mod in (agentmill.records, agentmill.sources.files, agentmill.backends.scripted):
+    modules = (
+        agentmill.records,
+        agentmill.sources.files,
+        agentmill.backends.scripted,
+        agentmill.curation.filters,
+        agentmill.curation.dedup,
+        agentmill.curation.decontaminate,
+        agentmill.curation.balance,
+        agentmill.export.trl_sft,
+    )
+    for mod in modules:
         result = doctest.testmod(mod)
         assert result.attempted > 0 and result.failed == 0, mod.__name__

@@ -14,7 +14,9 @@ def _cfg(tasks, rewards, **extra) -> dict:
     return {
         "name": "st",
         "sources": [{"path": str(tasks)}],
-        "backends": {"teacher": {"type": "scripted", "replies": [calc, "4", calc, "5"], "max_concurrency": 1}},
+        "backends": {
+            "teacher": {"type": "scripted", "replies": [calc, "4", calc, "5"], "max_concurrency": 1}
+        },
         "rollout": {"n": 2, "tools": ["calculator"]},
         "score": {"rewards": rewards},
         "filter": {"min_reward": 1.0, "reward": "math"},

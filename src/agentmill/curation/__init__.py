@@ -1,1 +1,1 @@
-"""Curation: filters (and, later, dedup, decontamination, balance)."""
+"""Curation: filters, exact and near-duplicate removal, decontamination, balance."""

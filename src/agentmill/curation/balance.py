@@ -1,0 +1,142 @@
+"""The balance stage: cap or resample records per key to a target mix.
+
+>>> from agentmill.records import Provenance, Trajectory
+>>> ts = [Trajectory(id=str(i), task_id="t", messages=[],
+...                  provenance=Provenance(source="a" if i < 3 else "b")) for i in range(4)]
+>>> res = balance(ts, BalanceConfig(key="source", mode="cap", cap=2))
+>>> res.before, res.after
+({'a': 3, 'b': 1}, {'a': 2, 'b': 1})
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentmill.curation.dedup import mean_reward
+from agentmill.curation.dedup_config import BalanceConfig
+from agentmill.records import Trajectory
+
+
+@dataclass
+class BalanceResult:
+    """Kept records (in input order; upsampled copies appended), drops with reason, counts."""
+
+    kept: list[Trajectory] = field(default_factory=list)
+    dropped: list[tuple[Trajectory, str]] = field(default_factory=list)
+    before: dict[str, int] = field(default_factory=dict)
+    after: dict[str, int] = field(default_factory=dict)
+
+
+def first_tool(t: Trajectory) -> str:
+    """The name of the first tool the trajectory called, or "none".
+
+    >>> first_tool(Trajectory(id="a", task_id="t", messages=[]))
+    'none'
+    """
+    for m in t.messages:
+        for c in m.tool_calls or []:
+            return c.function.name
+    return "none"
+
+
+def reward_bucket(t: Trajectory) -> str:
+    """Mean reward rounded to the nearest 0.25, or "none".
+
+    >>> reward_bucket(Trajectory(id="a", task_id="t", messages=[], rewards={"x": 0.7}))
+    '0.75'
+    """
+    reward = mean_reward(t)
+    return "none" if reward is None else f"{round(reward * 4) / 4:g}"
+
+
+def key_of(t: Trajectory, key: str) -> str:
+    """The balance key of `t`: a built-in name or a dotted path ("metadata.category").
+
+    >>> t = Trajectory(id="a", task_id="t", messages=[], metadata={"category": "math"})
+    >>> key_of(t, "metadata.category"), key_of(t, "model"), key_of(t, "metadata.nope")
+    ('math', 'none', 'none')
+    """
+    if key == "tool":
+        return first_tool(t)
+    if key == "reward_bucket":
+        return reward_bucket(t)
+    path = {"source": "provenance.source"}.get(key, key)
+    obj: Any = t
+    for part in path.split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+        if obj is None:
+            return "none"
+    return str(obj)
+
+
+def balance(records: list[Trajectory], cfg: BalanceConfig) -> BalanceResult:
+    """Cap (`mode: cap`) or resample (`mode: proportions`) per key; counts before and after.
+
+    >>> balance([], BalanceConfig(mode="cap", cap=1)).after
+    {}
+    """
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(records):
+        groups.setdefault(key_of(t, cfg.key), []).append(i)
+    if cfg.mode == "cap":
+        targets = {
+            k: min(len(v), cfg.cap if cfg.cap is not None else len(v)) for k, v in groups.items()
+        }
+    else:
+        targets = proportion_targets({k: len(v) for k, v in groups.items()}, cfg)
+    return _apply(records, groups, targets, cfg)
+
+
+def proportion_targets(counts: dict[str, int], cfg: BalanceConfig) -> dict[str, int]:
+    """Records per key for the target fractions (keys absent from the data are ignored).
+
+    Without upsampling the total is the largest every key can supply; with it, the total is
+    the number of records under the listed keys.
+
+    >>> proportion_targets({"a": 90, "b": 10}, BalanceConfig(mode="proportions",
+    ...                    proportions={"a": 0.5, "b": 0.5}))
+    {'a': 10, 'b': 10}
+    """
+    fracs = {k: f for k, f in cfg.proportions.items() if f > 0 and counts.get(k, 0) > 0}
+    total_frac = sum(fracs.values())
+    if not fracs:
+        return {k: 0 for k in counts}
+    if cfg.allow_upsample:
+        total = sum(counts[k] for k in fracs)
+    else:
+        total = min(counts[k] * total_frac / f for k, f in fracs.items())
+    out = {k: 0 for k in counts}
+    for k, f in fracs.items():
+        want = round(total * f / total_frac)
+        out[k] = want if cfg.allow_upsample else min(want, counts[k])
+    return out
+
+
+def _apply(
+    records: list[Trajectory],
+    groups: dict[str, list[int]],
+    targets: dict[str, int],
+    cfg: BalanceConfig,
+) -> BalanceResult:
+    rng = random.Random(cfg.seed)
+    keep: set[int] = set()
+    extra: list[Trajectory] = []
+    for k in sorted(groups):
+        members, want = groups[k], targets.get(k, 0)
+        if cfg.mode == "cap":
+            keep.update(members[:want])
+        else:
+            keep.update(rng.sample(members, min(want, len(members))))
+        if want > len(members):
+            extra.extend(records[i] for i in rng.choices(members, k=want - len(members)))
+    kept = [t for i, t in enumerate(records) if i in keep] + extra
+    reason = f"balance_{cfg.mode}"
+    dropped = [
+        (t, f"{reason}:{key_of(t, cfg.key)}") for i, t in enumerate(records) if i not in keep
+    ]
+    before = {k: len(v) for k, v in sorted(groups.items())}
+    after = dict(sorted(Counter(key_of(t, cfg.key) for t in kept).items()))
+    return BalanceResult(kept=kept, dropped=dropped, before=before, after=after)
