@@ -61,7 +61,7 @@ def _write(tmp_path: Path, data: dict) -> Path:
         ),
         ("score.rewards=[math, math]", "two rewards are named 'math'"),
         ("filter.min_reward=high", "filter.min_reward: input should be a valid number"),
-        ("export=[{format: csv}]", "export.0.format: input should be 'trl-sft'"),
+        ("export=[{format: csv}]", "export.0.format: input should be 'trl-sft', 'trl-dpo'"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, override: str, message: str) -> None:

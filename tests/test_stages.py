@@ -95,3 +95,27 @@ def test_score_filter_export_commands_on_files(tmp_path, cli, write_config) -> N
     assert rc == 2 and "--reward" in err
     rc, _, err = cli("score", trajs, "-o", tmp_path / "x.jsonl", "--reward", "math", "--strict")
     assert rc == 2 and "not_a_trajectory" in err
+
+
+def test_export_formats_from_the_command_line(tmp_path, cli, write_config) -> None:
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text('{"question": "What is 2 * 2?", "answer": "4"}\n')
+    out = tmp_path / "run"
+    cfg = _cfg(tasks, ["math"])
+    del cfg["filter"]
+    assert cli("run", write_config(cfg), "--out", out)[0] == 0
+    scored = out / "score" / "records.jsonl"
+    rc, stdout, _ = cli("export", scored, "--format", "sharegpt", "-o", tmp_path / "sg" / "data.json")
+    assert rc == 0 and "exported 2" in stdout
+    info = orjson.loads((tmp_path / "sg" / "dataset_info.json").read_bytes())
+    assert info["data"]["file_name"] == "data.json" and info["data"]["formatting"] == "sharegpt"
+    conv = _lines(tmp_path / "sg" / "data.json")[0]["conversations"]
+    assert [c["from"] for c in conv][:3] == ["human", "function_call", "observation"]
+    rc, stdout, _ = cli("export", scored, "--format", "trl-dpo", "-o", tmp_path / "dpo.jsonl")
+    pairs = _lines(tmp_path / "dpo.jsonl")
+    assert rc == 0 and len(pairs) == 1  # one correct and one wrong sample of the same task
+    assert pairs[0]["chosen"][-1]["content"] == "4" and pairs[0]["rejected"][-1]["content"] == "5"
+    assert pairs[0]["prompt"][-1]["role"] in ("user", "tool")
+    for fmt in ("react", "trajectory"):
+        rc, stdout, _ = cli("export", scored, "--format", fmt, "-o", tmp_path / f"{fmt}.jsonl")
+        assert rc == 0 and len(_lines(tmp_path / f"{fmt}.jsonl")) == 2, fmt

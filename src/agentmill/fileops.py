@@ -17,6 +17,8 @@ from pydantic import ValidationError
 from agentmill.curation.configs import FilterConfig
 from agentmill.curation.filters import drop_reason
 from agentmill.errors import UserError
+from agentmill.export import FORMATS
+from agentmill.export.sharegpt import dataset_info_entry
 from agentmill.records import Task, Trajectory
 from agentmill.scoring import build_reward
 from agentmill.scoring.configs import ScoreConfig
@@ -130,11 +132,16 @@ def filter_file(src: Path, out: Path, cfg: FilterConfig, strict: bool = False) -
 def export_file(
     src: Path, out: Path, fmt: str, include_reasoning: bool = False, strict: bool = False
 ) -> FileResult:
-    if fmt != "trl-sft":
-        raise UserError(f"--format {fmt}: unknown export format (available: trl-sft)")
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt}: unknown export format (available: {', '.join(FORMATS)})")
     result = FileResult(out=out)
-    lines, skipped = export_lines(read_trajectories(src, result, strict), include_reasoning)
+    lines, skipped = export_lines(read_trajectories(src, result, strict), include_reasoning, fmt)
     result.dropped.update(skipped)
     _write(out, lines)
+    if fmt == "sharegpt":  # LLaMA-Factory finds the file through dataset_info.json beside it
+        info = {out.stem: dataset_info_entry(out.name)}
+        write_atomic(
+            out.with_name("dataset_info.json"), orjson.dumps(info, option=orjson.OPT_INDENT_2)
+        )
     result.written = len(lines)
     return result

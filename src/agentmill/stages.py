@@ -20,7 +20,7 @@ import orjson
 
 from agentmill.config import RunConfig
 from agentmill.curation.filters import drop_reason
-from agentmill.export.trl_sft import ExportError, to_trl_sft
+from agentmill.export import export_records
 from agentmill.records import Task, Trajectory, content_hash
 from agentmill.scoring.stage import run_score_stage
 from agentmill.store import RunStore, Stage, write_atomic
@@ -130,28 +130,22 @@ def _filter(
 def _export(cfg: RunConfig, store: RunStore, trajs: list[Trajectory], funnel: Funnel) -> None:
     folder = store.root / EXPORT
     for ex in cfg.export:
-        lines, skipped = export_lines(trajs, ex.include_reasoning)
+        lines, skipped = export_lines(trajs, ex.include_reasoning, ex.format)
         folder.mkdir(exist_ok=True)
         write_atomic(folder / ex.path, b"".join(lines))
         funnel.exported[str(Path(EXPORT) / ex.path)] = len(lines)
         funnel.export_skipped.update(skipped)
     if cfg.export:
-        store.stage(EXPORT).write_stats(
-            {"exported": funnel.exported, "skipped": dict(funnel.export_skipped)}
-        )
+        stats = {"exported": funnel.exported, "skipped": dict(funnel.export_skipped)}
+        store.stage(EXPORT).write_stats(stats)
 
 
 def export_lines(
-    trajs: list[Trajectory], include_reasoning: bool = False
+    trajs: list[Trajectory], include_reasoning: bool = False, fmt: str = "trl-sft"
 ) -> tuple[list[bytes], Counter[str]]:
-    """TRL SFT lines for `trajs`, and the count of records refused, by reason."""
-    lines, skipped = [], Counter()
-    for t in trajs:
-        try:
-            lines.append(orjson.dumps(to_trl_sft(t, t.tools, include_reasoning)) + b"\n")
-        except ExportError as e:
-            skipped[e.reason] += 1
-    return lines, skipped
+    """JSONL lines of `fmt` for `trajs`, and the count of records refused, by reason."""
+    records, skipped = export_records(fmt, trajs, include_reasoning)
+    return [orjson.dumps(r) + b"\n" for r in records], skipped
 
 
 def _funnel_dict(f: Funnel) -> dict[str, Any]:

@@ -70,7 +70,9 @@ def filter_cmd(
 
 def export_cmd(
     src: Path = typer.Argument(..., help="Trajectories (.jsonl) or a run folder."),
-    fmt: str = typer.Option("trl-sft", "--format", "-f", help="Export format: trl-sft."),
+    fmt: str = typer.Option(
+        "trl-sft", "--format", "-f", help="trl-sft, trl-dpo, sharegpt, react or trajectory."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Output file."),
     include_reasoning: bool = typer.Option(
         False, "--include-reasoning", help="Keep reasoning as reasoning_content."
