@@ -22,33 +22,7 @@ from typing import Any
 from agentmill.curation.dedup import dedup, field_text, normalize, rank_key
 from agentmill.curation.dedup_config import DedupConfig
 from agentmill.records import Message, Trajectory
-
-
-def _shingles(words: list[str], k: int = 3) -> set[tuple[str, ...]]:
-    return {tuple(words[i : i + k]) for i in range(len(words) - k + 1)}
-
-
-def _edit(rng: random.Random, words: list[str], vocab: list[str], edits: int) -> list[str]:
-    out = list(words)
-    for _ in range(edits):
-        pos, op = rng.randrange(len(out)), rng.choice("sid")
-        if op == "s":
-            out[pos] = rng.choice(vocab)
-        elif op == "i":
-            out.insert(pos, rng.choice(vocab))
-        else:
-            del out[pos]
-    return out
-
-
-def _variant(rng: random.Random, words: list[str], vocab: list[str], near: bool) -> list[str]:
-    base = _shingles(words)
-    while True:
-        out = _edit(rng, words, vocab, rng.randint(1, 6) if near else 40)
-        s = _shingles(out)
-        sim = len(base & s) / len(base | s)
-        if (near and sim >= 0.8) or (not near and sim < 0.5):
-            return out
+from agentmill.testing.near_dupes import shingles, variant
 
 
 def generate(n: int, seed: int = 0) -> tuple[list[Trajectory], list[int]]:
@@ -63,7 +37,7 @@ def generate(n: int, seed: int = 0) -> tuple[list[Trajectory], list[int]]:
             if kind == "exact":
                 texts.append(" " + texts[o].upper().replace(" ", "  "))
             else:
-                texts.append(" ".join(_variant(rng, docs[o], vocab, kind == "near")))
+                texts.append(" ".join(variant(rng, docs[o], vocab, kind == "near")))
             group.append(o if kind != "far" else len(group))
     perm = list(range(len(texts)))
     rng.shuffle(perm)
@@ -150,7 +124,7 @@ def sample_scores(
     from scipy.sparse import csr_matrix
 
     idx = sorted(random.Random(seed).sample(range(len(records)), min(size, len(records))))
-    sets = [_shingles(normalize(field_text(records[i], "query")).split()) for i in idx]
+    sets = [shingles(normalize(field_text(records[i], "query")).split()) for i in idx]
     vocab: dict[tuple[str, ...], int] = {}
     rows = [[vocab.setdefault(s, len(vocab)) for s in ss] for ss in sets]
     data = csr_matrix(

@@ -14,40 +14,9 @@ from agentmill.curation.decontaminate import decontaminate
 from agentmill.curation.dedup import dedup
 from agentmill.curation.dedup_config import BalanceConfig, DecontamConfig, DedupConfig
 from agentmill.records import AgentStats, Message, Provenance, Trajectory
+from agentmill.testing.near_dupes import variant
 
 pytest.importorskip("numpy")
-
-
-def shingles(words: list[str], k: int = 3) -> set[tuple[str, ...]]:
-    return {tuple(words[i : i + k]) for i in range(len(words) - k + 1)}
-
-
-def jaccard(a: list[str], b: list[str]) -> float:
-    sa, sb = shingles(a), shingles(b)
-    return len(sa & sb) / len(sa | sb)
-
-
-def mutate(rng: random.Random, words: list[str], vocab: list[str], edits: int) -> list[str]:
-    """Substitute, insert or delete `edits` random words."""
-    out = list(words)
-    for _ in range(edits):
-        pos, op = rng.randrange(len(out)), rng.choice("sid")
-        if op == "s":
-            out[pos] = rng.choice(vocab)
-        elif op == "i":
-            out.insert(pos, rng.choice(vocab))
-        else:
-            del out[pos]
-    return out
-
-
-def variant(rng: random.Random, words: list[str], vocab: list[str], near: bool) -> list[str]:
-    """A copy with Jaccard >= 0.8 (`near`) or < 0.5 with `words`, checked exactly."""
-    while True:
-        out = mutate(rng, words, vocab, rng.randint(1, 6) if near else 40)
-        sim = jaccard(words, out)
-        if (near and sim >= 0.8) or (not near and sim < 0.5):
-            return out
 
 
 def traj(i: int, text: str, reward: float = 0.5, steps: int = 1) -> Trajectory:

@@ -27,6 +27,7 @@ def test_doctests_of_public_modules() -> None:
     import agentmill.export.trl_sft
     import agentmill.records
     import agentmill.sources.files
+    import agentmill.testing.near_dupes
 
     modules = (
         agentmill.records,
@@ -37,6 +38,7 @@ def test_doctests_of_public_modules() -> None:
         agentmill.curation.decontaminate,
         agentmill.curation.balance,
         agentmill.export.trl_sft,
+        agentmill.testing.near_dupes,
     )
     for mod in modules:
         result = doctest.testmod(mod)

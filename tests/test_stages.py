@@ -105,7 +105,9 @@ def test_export_formats_from_the_command_line(tmp_path, cli, write_config) -> No
     del cfg["filter"]
     assert cli("run", write_config(cfg), "--out", out)[0] == 0
     scored = out / "score" / "records.jsonl"
-    rc, stdout, _ = cli("export", scored, "--format", "sharegpt", "-o", tmp_path / "sg" / "data.json")
+    rc, stdout, _ = cli(
+        "export", scored, "--format", "sharegpt", "-o", tmp_path / "sg" / "data.json"
+    )
     assert rc == 0 and "exported 2" in stdout
     info = orjson.loads((tmp_path / "sg" / "dataset_info.json").read_bytes())
     assert info["data"]["file_name"] == "data.json" and info["data"]["formatting"] == "sharegpt"
