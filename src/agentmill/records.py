@@ -188,6 +188,9 @@ class Task(Record):
     expected_calls: list[ExpectedCall] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     provenance: Provenance = Field(default_factory=lambda: Provenance(source="inline"))
+    # "train" | "validation", decided by a hash of `id` (export.splits.task_split) so a task
+    # never changes side as its source grows; None when the source did not assign one.
+    split: str | None = None
 
     @staticmethod
     def compute_id(prompt: list[Message], ground_truth: Any, tools: list[dict[str, Any]]) -> str:
