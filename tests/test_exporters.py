@@ -458,3 +458,16 @@ def test_verl_compute_score_equals_score_stage(kind: str, tmp_path: Path) -> Non
         for (t, _), r in zip(SCORED, rows, strict=True)
     ]
     assert got == [v if v is not None else 0.0 for v in stage_scores(kind)]
+
+
+def test_doctests_of_the_export_modules() -> None:
+    import doctest
+    import importlib
+
+    names = ["card", "configs", "dpo", "grpo", "hf", "react", "sharegpt", "splits"]
+    names += ["trajectory", "trl_sft", "verl", "write"]
+    modules = ["agentmill.export", *(f"agentmill.export.{n}" for n in names)]
+    modules += ["agentmill.integrations.trl", "agentmill.integrations.verl"]
+    for name in modules:
+        result = doctest.testmod(importlib.import_module(name))
+        assert result.attempted > 0 and result.failed == 0, name

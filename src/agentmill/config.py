@@ -11,6 +11,7 @@ that must be refused from one that only tops a run up.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,10 +26,12 @@ from pydantic import (
 
 from agentmill.configbase import ADDITIVE, NO_FP, Component
 from agentmill.curation.configs import FilterConfig
+from agentmill.curation.dedup_config import BalanceConfig, DecontamConfig, DedupConfig
 from agentmill.export.configs import ExportConfig
 from agentmill.records import Message, SamplingParams, content_hash
 from agentmill.rollout.configs import AgentConfig, ToolConfig
 from agentmill.scoring.configs import ScoreConfig
+from agentmill.scoring.judge_config import JudgeConfig
 
 
 # ---------------------------------------------------------------- backends
@@ -121,12 +124,48 @@ class FileSourceConfig(Component):
     limit: int | None = Field(default=None, ge=1, json_schema_extra=ADDITIVE)
 
 
+class TraceSourceConfig(Component):
+    """Trajectories from real agent traces (a feedback run): the production agent already ran,
+    so nothing is sampled. Each trace becomes a trajectory of the rollout stage and its
+    query/answer a task of the source stage (see sources/traces.py)."""
+
+    type: Literal["traces"] = "traces"
+    format: Literal["agentscope-studio", "otel", "chat-logs", "mini-swe"]
+    path: Path
+    projects: list[str] = Field(default_factory=list)  # Studio run_table.project
+    runs: list[str] = Field(default_factory=list)  # run / conversation ids
+    since: datetime | None = None  # turns starting at or after (UTC when no zone is given)
+    until: datetime | None = None
+    logs: Path | None = None  # OTLP logs joined to the spans (event-based GenAI content)
+    redact: bool = True  # mask secrets and personal data before anything is stored
+    redact_patterns: list[str] = Field(default_factory=list)  # extra regexes to mask
+    limit: int | None = Field(default=None, ge=1, json_schema_extra=ADDITIVE)
+
+    @model_validator(mode="after")
+    def _options_apply(self) -> TraceSourceConfig:
+        from agentmill.ingest.driver import OPTION_FORMATS
+
+        flags = {"projects": "--project", "runs": "--run", "since": "--since"}
+        flags |= {"until": "--until", "logs": "--logs"}
+        for name, flag in flags.items():
+            formats = OPTION_FORMATS[flag]
+            if getattr(self, name) and self.format not in formats:
+                raise ValueError(
+                    f"{name} does not apply to format {self.format} (only to "
+                    f"{', '.join(formats)}); remove it"
+                )
+        return self
+
+
 def _source_type(v: Any) -> str:
     return (v.get("type") or "file") if isinstance(v, dict) else getattr(v, "type", "file")
 
 
-# More source kinds (synth, traces) join this union; `type` defaults to "file".
-SourceConfig = Annotated[Annotated[FileSourceConfig, Tag("file")], Discriminator(_source_type)]
+# More source kinds (synth) join this union; `type` defaults to "file".
+SourceConfig = Annotated[
+    Annotated[FileSourceConfig, Tag("file")] | Annotated[TraceSourceConfig, Tag("traces")],
+    Discriminator(_source_type),
+]
 
 
 # ---------------------------------------------------------------- stages
@@ -156,33 +195,73 @@ class CacheConfig(Component):
     path: Path | None = Field(default=None, json_schema_extra=NO_FP)
 
 
+class TasksOutConfig(Component):
+    """The tasks of the kept trajectories, appended to `path` (only new `qa_hash`es), each with
+    its train/validation `split`. `path` is absolute, relative to the working directory, or
+    inside the run folder when it starts with `{run}/`. `astuner` writes astuner's task lines
+    (main_query, init_messages, task_id, env_type, metadata{answer, qa_hash}, split) and an
+    agentmill task file beside them (`<stem>.agentmill.jsonl`)."""
+
+    path: str
+    format: Literal["agentmill", "astuner"] = "agentmill"
+    val_fraction: float = Field(default=0.3, ge=0.0, le=1.0)
+    env_type: str = "tracing"  # astuner's `env_type` field
+
+
 class RunConfig(Component):
     """The root config of `agentmill run`."""
 
     name: str = Field(default="run", json_schema_extra=NO_FP)
     seed: int = 0
-    backends: dict[str, BackendConfig]
+    backends: dict[str, BackendConfig] = Field(default_factory=dict)
     sources: list[SourceConfig] = Field(min_length=1)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     # Later stages have their own fingerprints (a changed reward re-scores, never re-samples).
     score: ScoreConfig = Field(default_factory=ScoreConfig, json_schema_extra=NO_FP)
     filter: FilterConfig | None = Field(default=None, json_schema_extra=NO_FP)
+    # Curation after filter (and judge), in this order; each has its own fingerprint.
+    dedup: DedupConfig | None = Field(default=None, json_schema_extra=NO_FP)
+    decontaminate: DecontamConfig | None = Field(default=None, json_schema_extra=NO_FP)
+    balance: BalanceConfig | None = Field(default=None, json_schema_extra=NO_FP)
     export: list[ExportConfig] = Field(default_factory=list, json_schema_extra=NO_FP)
+    # The LLM judge runs after filter; its verdicts are stored per trajectory (own fingerprint).
+    judge: JudgeConfig | None = Field(default=None, json_schema_extra=NO_FP)
+    tasks_out: TasksOutConfig | None = Field(default=None, json_schema_extra=NO_FP)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     strict: bool = Field(default=False, json_schema_extra=NO_FP)
     max_bad_fraction: float | None = Field(default=None, ge=0, le=1, json_schema_extra=NO_FP)
 
     @model_validator(mode="after")
     def _backends_exist(self) -> RunConfig:
-        if self.rollout.backend not in self.backends:
-            have = ", ".join(sorted(self.backends)) or "none"
-            raise ValueError(
-                f"rollout.backend '{self.rollout.backend}' is not defined in backends "
-                f"(defined: {have}); add backends.{self.rollout.backend} or change rollout.backend"
-            )
+        wanted = [("rollout", self.rollout.backend)] if self.needs_rollout() else []
+        wanted += [("judge", self.judge.backend)] if self.judge is not None else []
+        for key, name in wanted:
+            if name not in self.backends:
+                have = ", ".join(sorted(self.backends)) or "none"
+                raise ValueError(
+                    f"{key}.backend '{name}' is not defined in backends "
+                    f"(defined: {have}); add backends.{name} or change {key}.backend"
+                )
         return self
 
+    @model_validator(mode="after")
+    def _verl_tool_class(self) -> RunConfig:
+        """Refuse before any rollout what the verl export would refuse after it."""
+        for i, ex in enumerate(self.export):
+            if ex.format == "verl" and not ex.tool_class and self.rollout.tools:
+                raise ValueError(
+                    f"export.{i}.tool_class: the agent has tools, so the verl export needs the "
+                    "module.Class of the verl tool that runs them; set export[].tool_class"
+                )
+        return self
+
+    def needs_rollout(self) -> bool:
+        """False when every source is a trace source: the production agent already ran."""
+        return any(s.type != "traces" for s in self.sources)
+
     def used_backends(self) -> dict[str, Any]:
+        if not self.needs_rollout():
+            return {}
         return {self.rollout.backend: self.backends[self.rollout.backend]}
 
 
@@ -217,6 +296,8 @@ def config_view(value: Any, keep: str) -> Any:
         return items
     if keep == "additive":
         return None
+    if isinstance(value, datetime):  # as the manifest's JSON holds it, so a resume compares equal
+        return value.isoformat()
     return str(value) if isinstance(value, Path) else value
 
 
@@ -224,6 +305,8 @@ def fingerprint_view(cfg: RunConfig) -> dict[str, Any]:
     """Everything in the config that changes what the run produces (backends in use only)."""
     view = config_view(cfg, "fingerprint")
     view["backends"] = {k: config_view(v, "fingerprint") for k, v in cfg.used_backends().items()}
+    if not cfg.needs_rollout():  # trace sources only: nothing is sampled
+        view.pop("rollout", None)
     return view
 
 

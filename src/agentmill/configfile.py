@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from agentmill.astuner import from_astuner, is_astuner
 from agentmill.config import (
     FileSourceConfig,
     LocalBackendConfig,
     OpenAIBackendConfig,
     RunConfig,
     ScriptedBackendConfig,
+    TraceSourceConfig,
 )
 from agentmill.errors import UserError
 
@@ -71,9 +74,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Relative source paths in a config file are relative to that file's folder."""
     for src in data.get("sources") or []:
-        if isinstance(src, dict) and isinstance(src.get("path"), str):
-            p = Path(src["path"]).expanduser()
-            src["path"] = str(p if p.is_absolute() else (base / p).resolve())
+        for key in ("path", "logs"):  # `logs`: a trace source's OTLP logs file
+            if isinstance(src, dict) and isinstance(src.get(key), str):
+                p = Path(src[key]).expanduser()
+                src[key] = str(p if p.is_absolute() else (base / p).resolve())
 
 
 def compose(config: Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -131,6 +135,7 @@ def _tagged_models() -> dict[str, type[BaseModel]]:
         LocalBackendConfig,
         ScriptedBackendConfig,
         FileSourceConfig,
+        TraceSourceConfig,
         rc.CalculatorToolConfig,
         rc.PythonToolConfig,
         rc.SearchToolConfig,
@@ -184,10 +189,19 @@ def _allowed_keys(err: ValidationError, loc: tuple[Any, ...]) -> list[str]:
 def load_config(config: Path, overrides: list[str] | None = None) -> RunConfig:
     """Load, merge and validate a run config; raise `UserError` with one line on any problem."""
     data = compose(config, overrides)
+    if is_astuner(data):  # astuner's feedback-training config, mapped (agentmill/astuner.py)
+        data = _from_astuner(data, config)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
         raise UserError(format_validation_error(e, f"config {config}")) from None
+
+
+def _from_astuner(data: dict[str, Any], config: Path) -> dict[str, Any]:
+    mapped, notes = from_astuner(data, config.parent)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return mapped
 
 
 def dump_config(cfg: RunConfig) -> str:

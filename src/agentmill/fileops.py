@@ -17,16 +17,16 @@ from pydantic import ValidationError
 from agentmill.curation.configs import FilterConfig
 from agentmill.curation.filters import drop_reason
 from agentmill.errors import UserError
-from agentmill.export import FORMATS
-from agentmill.export.sharegpt import dataset_info_entry
+from agentmill.export import TASK_FORMATS
+from agentmill.export.configs import ExportConfig
 from agentmill.records import Task, Trajectory
 from agentmill.scoring import build_reward
 from agentmill.scoring.configs import ScoreConfig
 from agentmill.scoring.stage import score_trajectory
-from agentmill.stages import export_lines
-from agentmill.store import iter_jsonl, write_atomic
+from agentmill.store import MANIFEST, iter_jsonl, write_atomic
 
-STAGE_ORDER = ("filter", "score", "rollout")
+# Latest first: a run folder's newest stage output is what file commands read.
+STAGE_ORDER = ("balance", "decontaminate", "dedup", "judge", "filter", "score", "rollout")
 
 
 @dataclass
@@ -36,6 +36,8 @@ class FileResult:
     bad: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     out: Path | None = None
+    files: dict[Path, int] = field(default_factory=dict)  # export: file -> records
+    notes: list[str] = field(default_factory=list)  # export: caveats found in the output
 
 
 def resolve_input(path: Path) -> Path:
@@ -129,19 +131,71 @@ def filter_file(src: Path, out: Path, cfg: FilterConfig, strict: bool = False) -
     return result
 
 
-def export_file(
-    src: Path, out: Path, fmt: str, include_reasoning: bool = False, strict: bool = False
-) -> FileResult:
-    if fmt not in FORMATS:
-        raise UserError(f"--format {fmt}: unknown export format (available: {', '.join(FORMATS)})")
-    result = FileResult(out=out)
-    lines, skipped = export_lines(read_trajectories(src, result, strict), include_reasoning, fmt)
-    result.dropped.update(skipped)
-    _write(out, lines)
-    if fmt == "sharegpt":  # LLaMA-Factory finds the file through dataset_info.json beside it
-        info = {out.stem: dataset_info_entry(out.name)}
-        write_atomic(
-            out.with_name("dataset_info.json"), orjson.dumps(info, option=orjson.OPT_INDENT_2)
+def _run_root(src: Path) -> Path | None:
+    """The run folder `src` is, or is a stage file of (`<run>/<stage>/records.jsonl`)."""
+    for root in (src, src.parent.parent):
+        if (root / MANIFEST).exists():
+            return root
+    return None
+
+
+def _read_task_file(path: Path, result: FileResult, strict: bool) -> dict[str, Task]:
+    if not path.is_file():
+        raise UserError(f"tasks file not found: {path}; pass an existing --tasks file")
+    tasks = {}
+    for n, line in iter_jsonl(path):
+        try:
+            task = Task.model_validate(orjson.loads(line))
+        except (orjson.JSONDecodeError, ValidationError):
+            if strict:
+                raise UserError(f"{path}:{n}: not_a_task; fix the line or drop --strict") from None
+            result.bad["not_a_task"] += 1
+            continue
+        tasks[task.id] = task
+    return tasks
+
+
+def export_tasks(
+    src: Path, tasks_path: Path | None, fmt: str, result: FileResult, strict: bool
+) -> dict[str, Task]:
+    """The tasks of an export: `--tasks`, else the run's, else (verl, trl-grpo) `src` itself."""
+    root = _run_root(src)
+    if tasks_path is None and root is not None and (root / "source" / "records.jsonl").exists():
+        tasks_path = root / "source" / "records.jsonl"
+    if tasks_path is None and fmt in TASK_FORMATS and src.is_file():
+        tasks_path = src
+    tasks = _read_task_file(tasks_path, result, strict) if tasks_path else {}
+    if fmt in TASK_FORMATS and not tasks:
+        raise UserError(
+            f"--format {fmt} makes one row per task and found none: pass --tasks FILE (agentmill "
+            "tasks, e.g. <run>/source/records.jsonl) or a run folder"
         )
-    result.written = len(lines)
+    return tasks
+
+
+def _trajectories_if_any(src: Path, tasks_path: Path | None) -> list[Trajectory]:
+    if src == tasks_path or (src.is_file() and _run_root(src) is None and tasks_path is None):
+        return []  # src is the tasks file itself
+    try:
+        return read_trajectories(src, FileResult())
+    except UserError:  # a run folder without trajectories yet
+        return []
+
+
+def export_file(
+    src: Path, out: Path, cfg: ExportConfig, tasks_path: Path | None = None, strict: bool = False
+) -> FileResult:
+    """`agentmill export`: one export of a trajectories file or run folder (see write_export)."""
+    from agentmill.export.write import write_export
+
+    result = FileResult(out=out)
+    tasks = export_tasks(src, tasks_path, cfg.format, result, strict)
+    if cfg.format in TASK_FORMATS:  # trajectories, when at hand, lend tasks their tools
+        trajs, result.read = _trajectories_if_any(src, tasks_path), len(tasks)
+    else:
+        trajs = read_trajectories(src, result, strict)
+    exported = write_export(cfg, trajs, tasks, out, _run_root(src))
+    result.dropped.update(exported.skipped)
+    result.files, result.notes = exported.written, exported.notes
+    result.written = sum(exported.written.values())
     return result

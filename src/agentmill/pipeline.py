@@ -29,6 +29,7 @@ from agentmill.rollout.agent import Agent, AgentResult
 from agentmill.rollout.tools import build_tools
 from agentmill.runs import open_run
 from agentmill.sources import Bad, iter_source
+from agentmill.sources.traces import TraceCounts, trace_items
 from agentmill.stages import Funnel, run_later_stages
 from agentmill.store import RunStore
 
@@ -52,6 +53,7 @@ class RunSummary:
     topped_up: list[str] = field(default_factory=list)
     dry_run: bool = False
     funnel: Funnel | None = None
+    traces: TraceCounts = field(default_factory=TraceCounts)  # trace sources: nothing sampled
 
     @property
     def pending(self) -> int:
@@ -84,11 +86,14 @@ def run(
     start = time.time()
     try:
         tasks = source_stage(cfg, store, limit, summary)
+        sampled = [t for t in tasks if t.id not in summary.traces.task_ids]
+        if dry_run:
+            _plan_rollout(cfg, store, sampled, summary)
+        elif cfg.needs_rollout():
+            asyncio.run(rollout_stage(cfg, store, sampled, summary, no_cache, show_progress))
+        _add_traced(cfg, store, summary)
         if not dry_run:
-            asyncio.run(rollout_stage(cfg, store, tasks, summary, no_cache, show_progress))
-            summary.funnel = run_later_stages(cfg, store, tasks)
-        else:
-            _plan_rollout(cfg, store, tasks, summary)
+            summary.funnel = run_later_stages(cfg, store, tasks, no_cache)
     finally:
         summary.seconds = time.time() - start
         store.manifest["sessions"][-1].update(finished_at=time.time(), seconds=summary.seconds)
@@ -108,7 +113,11 @@ def source_stage(
     bad: Counter[str] = Counter()
     duplicates = 0
     for src in cfg.sources:
-        for item in iter_source(src):
+        if src.type == "traces":  # writes the traces' trajectories into the rollout stage
+            items = trace_items(src, store.stage(ROLLOUT), summary.traces)
+        else:
+            items = iter_source(src)
+        for item in items:
             if isinstance(item, Bad):
                 bad[item.reason] += 1
                 store.failures.add(SOURCE, item.key, item.reason, item.detail)
@@ -132,6 +141,19 @@ def source_stage(
     stage.write_stats(stats)
     store.record_stage(SOURCE, **stats)
     return list(tasks.values())
+
+
+def _add_traced(cfg: RunConfig, store: RunStore, s: RunSummary) -> None:
+    """Trajectories read from traces count as rollout work already done."""
+    tc = s.traces
+    if not tc.trajectories:
+        return
+    s.expected += tc.trajectories
+    s.done += tc.trajectories
+    s.made += tc.new
+    if not cfg.needs_rollout():
+        _write_rollout_stats(store, s, 0.0)
+    store.record_stage(ROLLOUT, from_traces=tc.trajectories, new_from_traces=tc.new)
 
 
 def _check_bad_fraction(cfg: RunConfig, s: RunSummary) -> None:

@@ -13,16 +13,17 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from agentmill.config import RunConfig
 from agentmill.curation.filters import drop_reason
-from agentmill.export import export_records
+from agentmill.curation.stage import run_curation
 from agentmill.records import Task, Trajectory, content_hash
+from agentmill.scoring.judge_stage import JUDGE, judge_fingerprint, run_judge_stage
 from agentmill.scoring.stage import run_score_stage
+from agentmill.sources.traces import write_tasks_out
 from agentmill.store import RunStore, Stage, write_atomic
 
 ROLLOUT, SCORE, FILTER, EXPORT = "rollout", "score", "filter", "export"
@@ -44,6 +45,9 @@ class Funnel:
     exported: dict[str, int] = field(default_factory=dict)
     export_skipped: Counter[str] = field(default_factory=Counter)
     score_failed: Counter[str] = field(default_factory=Counter)
+    curation: dict[str, dict[str, Any]] = field(default_factory=dict)  # stats per stage
+    judged: Counter[str] = field(default_factory=Counter)  # latest verdicts: GOOD, BAD, ERROR
+    tasks_out: dict[str, Any] = field(default_factory=dict)  # path, added, already
 
 
 def iter_trajectories(stage: Stage) -> Iterator[Trajectory]:
@@ -53,7 +57,8 @@ def iter_trajectories(stage: Stage) -> Iterator[Trajectory]:
 
 def _reset_if_changed(store: RunStore, name: str, cfg: Any, upstream: str) -> str:
     """Move the stage's folder aside when its config (or an upstream one) changed."""
-    fp = content_hash([upstream, cfg.model_dump(mode="json") if cfg is not None else None])
+    view = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else cfg
+    fp = content_hash([upstream, view])
     fps = store.manifest.setdefault("stage_fingerprints", {})
     old = fps.get(name)
     folder = store.root / name
@@ -74,8 +79,10 @@ def _count_calls(funnel: Funnel, t: Trajectory) -> None:
     funnel.well_formed_call += any(c.function.arguments is not None for c in calls)
 
 
-def run_later_stages(cfg: RunConfig, store: RunStore, tasks: list[Task]) -> Funnel:
-    """Score, filter and export the run's trajectories; return the funnel."""
+def run_later_stages(
+    cfg: RunConfig, store: RunStore, tasks: list[Task], no_cache: bool = False
+) -> Funnel:
+    """Score, filter, judge, curate and export the run's trajectories; return the funnel."""
     funnel = Funnel(tasks=len(tasks))
     task_ids = {t.id for t in tasks}
     current = [t for t in iter_trajectories(store.stage(ROLLOUT)) if t.task_id in task_ids]
@@ -96,9 +103,25 @@ def run_later_stages(cfg: RunConfig, store: RunStore, tasks: list[Task]) -> Funn
         funnel.correct = sum(_is_correct(t) for t in current)
         stage.write_stats({"scored": len(current), "failed": dict(funnel.score_failed)})
     current = _filter(cfg, store, current, funnel)
-    _export(cfg, store, current, funnel)
+    current = _judge(cfg, store, current, funnel, no_cache)
+    current = run_curation(cfg, store, current, tasks, funnel.curation)  # dedup, decontam, balance
+    _export(cfg, store, current, funnel, tasks)
+    if cfg.tasks_out is not None:  # feedback runs: the kept trajectories' tasks, appended
+        by_id = {t.id: t for t in tasks}
+        funnel.tasks_out = write_tasks_out(cfg.tasks_out, current, by_id, store.root)
     store.record_stage("funnel", **_funnel_dict(funnel))
     return funnel
+
+
+def _judge(
+    cfg: RunConfig, store: RunStore, trajs: list[Trajectory], funnel: Funnel, no_cache: bool
+) -> list[Trajectory]:
+    """The LLM judge (scoring/judge_stage.py); its verdicts depend on the rollout only."""
+    if cfg.judge is None:
+        store.manifest.setdefault("stage_fingerprints", {}).pop(JUDGE, None)
+        return trajs
+    _reset_if_changed(store, JUDGE, judge_fingerprint(cfg), store.manifest.get("fingerprint", ""))
+    return run_judge_stage(cfg, store, trajs, funnel, no_cache)
 
 
 def _filter(
@@ -127,25 +150,22 @@ def _filter(
     return kept
 
 
-def _export(cfg: RunConfig, store: RunStore, trajs: list[Trajectory], funnel: Funnel) -> None:
-    folder = store.root / EXPORT
+def _export(
+    cfg: RunConfig, store: RunStore, trajs: list[Trajectory], funnel: Funnel, tasks: list[Task]
+) -> None:
+    """Every `export:` entry (export/write.py); verl and trl-grpo rows come from `tasks`."""
+    from agentmill.export.write import write_export
+
+    by_id, notes = {t.id: t for t in tasks}, []
     for ex in cfg.export:
-        lines, skipped = export_lines(trajs, ex.include_reasoning, ex.format)
-        folder.mkdir(exist_ok=True)
-        write_atomic(folder / ex.path, b"".join(lines))
-        funnel.exported[str(Path(EXPORT) / ex.path)] = len(lines)
-        funnel.export_skipped.update(skipped)
+        result = write_export(ex, trajs, by_id, store.root / EXPORT / ex.path, store.root)
+        for path, n in result.written.items():
+            funnel.exported[path.relative_to(store.root).as_posix()] = n
+        funnel.export_skipped.update(result.skipped)
+        notes += result.notes
     if cfg.export:
         stats = {"exported": funnel.exported, "skipped": dict(funnel.export_skipped)}
-        store.stage(EXPORT).write_stats(stats)
-
-
-def export_lines(
-    trajs: list[Trajectory], include_reasoning: bool = False, fmt: str = "trl-sft"
-) -> tuple[list[bytes], Counter[str]]:
-    """JSONL lines of `fmt` for `trajs`, and the count of records refused, by reason."""
-    records, skipped = export_records(fmt, trajs, include_reasoning)
-    return [orjson.dumps(r) + b"\n" for r in records], skipped
+        store.stage(EXPORT).write_stats({**stats, "notes": notes})
 
 
 def _funnel_dict(f: Funnel) -> dict[str, Any]:
@@ -161,4 +181,7 @@ def _funnel_dict(f: Funnel) -> dict[str, Any]:
         "exported": f.exported,
         "export_skipped": dict(f.export_skipped),
         "score_failed": dict(f.score_failed),
+        "curation": f.curation,
+        "judged": dict(f.judged),
+        "tasks_out": f.tasks_out,
     }

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import yaml
 
+from agentmill.curation.stage import curation_status
 from agentmill.errors import UserError
 from agentmill.store import (
     CALLS,
@@ -89,6 +90,7 @@ def run_status(run_dir: Path) -> dict[str, Any]:
         "pending": max(0, expected - len(done) - sum(failed.values())),
         "sessions": len(manifest.get("sessions", [])),
         "funnel": manifest.get("stages", {}).get("funnel"),
+        "curation": curation_status(run_dir),
         "calls": {
             "total": len(calls),
             "cache_hits": sum(c["cache_hit"] for c in calls),

@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.console import Console
 
-from agentmill.cli import data, inspect, models, run
+from agentmill.cli import check, curate, data, ingest, inspect, judge, models, run
 from agentmill.errors import AgentmillError
 
 app = typer.Typer(
@@ -36,11 +36,17 @@ def _root(
 app.command("run")(run.run_cmd)
 app.command("score")(data.score_cmd)
 app.command("filter")(data.filter_cmd)
+app.command("judge")(judge.judge_cmd)
+app.command("dedup")(curate.dedup_cmd)
+app.command("decontaminate")(curate.decontaminate_cmd)
+app.command("balance")(curate.balance_cmd)
 app.command("export")(data.export_cmd)
+app.command("ingest")(ingest.ingest_cmd)
 app.command("status")(inspect.status_cmd)
 app.command("show")(inspect.show_cmd)
 app.command("stats")(inspect.stats_cmd)
 app.command("models")(models.models_cmd)
+app.command("check-template")(check.check_template_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

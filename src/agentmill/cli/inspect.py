@@ -12,6 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from agentmill.curation.stage import funnel_lines
 from agentmill.errors import UserError
 from agentmill.summary import file_stats, load_records, run_status
 
@@ -48,6 +49,10 @@ def status_cmd(
             f"{funnel['well_formed_call']}, correct {funnel['correct']}, kept {funnel['kept']}, "
             f"exported {sum(funnel['exported'].values())}"
         )
+        if funnel.get("judged"):
+            con.print(f"judge: {_reasons(funnel['judged'])}")
+    for line in funnel_lines(s.get("curation") or {}):
+        con.print(line, markup=False, highlight=False)
     c = s["calls"]
     con.print(
         f"model calls {c['total']}  cache hits {c['cache_hits']}  retries {c['retries']}"

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from agentmill.configfile import load_config
+from agentmill.curation.stage import funnel_lines
 from agentmill.pipeline import RunSummary, run
 from agentmill.stages import Funnel
 
@@ -69,6 +70,12 @@ def print_summary(s: RunSummary) -> None:
     con.print(f"  trajectories: {s.run_dir / 'rollout' / 'records.jsonl'}")
     for path in s.funnel.exported if s.funnel else {}:
         con.print(f"  export:       {s.run_dir / path}")
+    tasks_out = s.funnel.tasks_out if s.funnel else {}
+    if tasks_out:
+        con.print(
+            f"  tasks:        {tasks_out.get('path')} (added {tasks_out.get('added', 0)}, "
+            f"already there {tasks_out.get('already', 0)})"
+        )
     if s.bad_records or s.failed:
         con.print(f"  failures:     {s.run_dir / 'failures.jsonl'}")
 
@@ -90,10 +97,19 @@ def print_funnel(con: Console, f: Funnel) -> None:
         rows.append(("correct (all rewards = 1)", f.correct, f.trajectories))
     if f.filtered:
         rows.append(("kept", f.kept, f.trajectories))
+    if f.judged:
+        rows.append(("judged GOOD", f.judged.get("GOOD", 0), f.trajectories))
+    rows += [(f"after {name}", st["kept"], f.trajectories) for name, st in f.curation.items()]
     rows += [(f"exported {Path(p).name}", n, f.trajectories) for p, n in f.exported.items()]
     for label, n, d in rows:
         con.print(f"    {label:<28}{_pct(n, d)}")
     for reason, n in f.dropped.most_common():
         con.print(f"    dropped {reason}: {n}")
+    for verdict in ("BAD", "ERROR"):
+        if f.judged.get(verdict):
+            hint = " (re-run the same command to retry)" if verdict == "ERROR" else ""
+            con.print(f"    judge {verdict}: {f.judged[verdict]}{hint}")
+    for line in funnel_lines(f.curation):
+        con.print(f"    {line}", markup=False, highlight=False)
     for reason, n in (f.export_skipped + f.score_failed).most_common():
         con.print(f"    [yellow]not exported / not scored[/] {reason}: {n}")

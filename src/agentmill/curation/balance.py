@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentmill.curation.dedup import mean_reward
 from agentmill.curation.dedup_config import BalanceConfig
-from agentmill.records import Trajectory
+from agentmill.records import Task, Trajectory
 
 
 @dataclass
@@ -52,19 +53,20 @@ def reward_bucket(t: Trajectory) -> str:
     return "none" if reward is None else f"{round(reward * 4) / 4:g}"
 
 
-def key_of(t: Trajectory, key: str) -> str:
-    """The balance key of `t`: a built-in name or a dotted path ("metadata.category").
+def category(t: Trajectory, task: Task | None = None) -> str:
+    """`metadata.category` of the trajectory, else of its task, else "none".
 
-    >>> t = Trajectory(id="a", task_id="t", messages=[], metadata={"category": "math"})
-    >>> key_of(t, "metadata.category"), key_of(t, "model"), key_of(t, "metadata.nope")
-    ('math', 'none', 'none')
+    >>> category(Trajectory(id="a", task_id="t", messages=[]),
+    ...          Task.create("q", metadata={"category": "algebra"}))
+    'algebra'
     """
-    if key == "tool":
-        return first_tool(t)
-    if key == "reward_bucket":
-        return reward_bucket(t)
-    path = {"source": "provenance.source"}.get(key, key)
-    obj: Any = t
+    for meta in (t.metadata, task.metadata if task is not None else {}):
+        if meta.get("category") is not None:
+            return str(meta["category"])
+    return "none"
+
+
+def _lookup(obj: Any, path: str) -> str:
     for part in path.split("."):
         obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
         if obj is None:
@@ -72,22 +74,46 @@ def key_of(t: Trajectory, key: str) -> str:
     return str(obj)
 
 
-def balance(records: list[Trajectory], cfg: BalanceConfig) -> BalanceResult:
+def key_of(t: Trajectory, key: str, task: Task | None = None) -> str:
+    """The balance key of `t`: a built-in name or a dotted path ("metadata.category"), or a
+    path into its task ("task.metadata.level").
+
+    >>> t = Trajectory(id="a", task_id="t", messages=[], metadata={"category": "math"})
+    >>> key_of(t, "metadata.category"), key_of(t, "model"), key_of(t, "metadata.nope")
+    ('math', 'none', 'none')
+    """
+    if key == "tool":
+        return first_tool(t)
+    if key in ("reward", "reward_bucket"):
+        return reward_bucket(t)
+    if key == "category":
+        return category(t, task)
+    if key.startswith("task."):
+        return _lookup(task, key.removeprefix("task.")) if task is not None else "none"
+    return _lookup(t, "provenance.source" if key == "source" else key)
+
+
+def balance(
+    records: list[Trajectory], cfg: BalanceConfig, tasks: Mapping[str, Task] | None = None
+) -> BalanceResult:
     """Cap (`mode: cap`) or resample (`mode: proportions`) per key; counts before and after.
+    `tasks` (by id) serve the keys that read the task ("category", "task.*").
 
     >>> balance([], BalanceConfig(mode="cap", cap=1)).after
     {}
     """
+    tasks = tasks or {}
+    keys = [key_of(t, cfg.key, tasks.get(t.task_id)) for t in records]
     groups: dict[str, list[int]] = {}
-    for i, t in enumerate(records):
-        groups.setdefault(key_of(t, cfg.key), []).append(i)
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
     if cfg.mode == "cap":
         targets = {
             k: min(len(v), cfg.cap if cfg.cap is not None else len(v)) for k, v in groups.items()
         }
     else:
         targets = proportion_targets({k: len(v) for k, v in groups.items()}, cfg)
-    return _apply(records, groups, targets, cfg)
+    return _apply(records, keys, groups, targets, cfg)
 
 
 def proportion_targets(counts: dict[str, int], cfg: BalanceConfig) -> dict[str, int]:
@@ -117,13 +143,14 @@ def proportion_targets(counts: dict[str, int], cfg: BalanceConfig) -> dict[str, 
 
 def _apply(
     records: list[Trajectory],
+    keys: list[str],
     groups: dict[str, list[int]],
     targets: dict[str, int],
     cfg: BalanceConfig,
 ) -> BalanceResult:
     rng = random.Random(cfg.seed)
     keep: set[int] = set()
-    extra: list[Trajectory] = []
+    extra: list[int] = []
     for k in sorted(groups):
         members, want = groups[k], targets.get(k, 0)
         if cfg.mode == "cap":
@@ -131,12 +158,12 @@ def _apply(
         else:
             keep.update(rng.sample(members, min(want, len(members))))
         if want > len(members):
-            extra.extend(records[i] for i in rng.choices(members, k=want - len(members)))
-    kept = [t for i, t in enumerate(records) if i in keep] + extra
+            extra.extend(rng.choices(members, k=want - len(members)))
+    kept_idx = [i for i in range(len(records)) if i in keep] + extra
     reason = f"balance_{cfg.mode}"
-    dropped = [
-        (t, f"{reason}:{key_of(t, cfg.key)}") for i, t in enumerate(records) if i not in keep
-    ]
+    dropped = [(t, f"{reason}:{keys[i]}") for i, t in enumerate(records) if i not in keep]
     before = {k: len(v) for k, v in sorted(groups.items())}
-    after = dict(sorted(Counter(key_of(t, cfg.key) for t in kept).items()))
-    return BalanceResult(kept=kept, dropped=dropped, before=before, after=after)
+    after = dict(sorted(Counter(keys[i] for i in kept_idx).items()))
+    return BalanceResult(
+        kept=[records[i] for i in kept_idx], dropped=dropped, before=before, after=after
+    )

@@ -12,7 +12,11 @@ True
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from agentmill.records import Task
 
 Split = Literal["train", "validation"]
 
@@ -22,3 +26,25 @@ def task_split(task_id: str, val_fraction: float = 0.05) -> Split:
     digest = hashlib.blake2b(task_id.encode(), digest_size=8).digest()
     position = int.from_bytes(digest, "big") / 2**64  # uniform in [0, 1)
     return "validation" if position < val_fraction else "train"
+
+
+def task_side(task_id: str, task: Task | None, val_fraction: float = 0.05) -> Split:
+    """The side of a task's records: the task's own `split` when its source set one, else
+    `task_split(task_id, val_fraction)`.
+
+    >>> from agentmill.records import Task
+    >>> task_side("x", Task.create("q", split="validation"), 0.0)
+    'validation'
+    """
+    if task is not None and task.split in ("train", "validation"):
+        return task.split  # type: ignore[return-value]
+    return task_split(task_id, val_fraction)
+
+
+def side_path(path: Path, side: str) -> Path:
+    """`<stem>.<side><suffix>` beside `path`.
+
+    >>> side_path(Path("out/sft.jsonl"), "train").as_posix()
+    'out/sft.train.jsonl'
+    """
+    return path.with_name(f"{path.stem}.{side}{path.suffix}")

@@ -69,3 +69,31 @@ def to_trl_sft(
         "messages": [sft_message(m, include_reasoning) for m in t.messages],
         "tools": tools,
     }
+
+
+def to_prompt_completion(
+    t: Trajectory, tools: list[dict[str, Any]], include_reasoning: bool = False
+) -> dict[str, Any]:
+    """TRL's conversational prompt-completion form `{id, task_id, prompt, completion, tools}`:
+    the prompt runs up to and including the last user turn, the completion is everything the
+    agent did after it (assistant turns, tool results). TRL trains only the completion
+    (`completion_only_loss`), tool results included.
+
+    >>> from agentmill.records import Message, Trajectory
+    >>> t = Trajectory(id="a", task_id="t", messages=[
+    ...     Message(role="user", content="2+2?"), Message(role="assistant", content="4")])
+    >>> rec = to_prompt_completion(t, tools=[])
+    >>> rec["prompt"], rec["completion"]
+    ([{'role': 'user', 'content': '2+2?'}], [{'role': 'assistant', 'content': '4'}])
+    """
+    record = to_trl_sft(t, tools, include_reasoning)
+    messages = record.pop("messages")
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
+        raise ExportError("no_user_turn")
+    cut = users[-1] + 1
+    if messages[cut]["role"] != "assistant":
+        raise ExportError("completion_not_assistant", "the last user turn is not answered")
+    record.update(prompt=messages[:cut], completion=messages[cut:])
+    record["tools"] = record.pop("tools")
+    return record

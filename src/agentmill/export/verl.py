@@ -19,9 +19,16 @@ stored as JSON with `ground_truth_format: "json"`.
 SFT rows (`to_verl_sft`): `messages` in the OpenAI shape, every message with the same keys
 (`role`, `content`, `tool_calls`, `tool_call_id`, `name`) and tool-call `arguments` as JSON text,
 so Arrow neither merges argument dicts nor adds null keys; `tools` a per-row nested list (verl
-wants a list, not a JSON string). Caveat: tools with different parameter names in one file are
-merged by Arrow into one struct, so a tool's `properties` read back with the other tools' keys as
-nulls; `read_verl_sft` strips those nulls.
+wants a list of dicts, not a JSON string: it hands them to `apply_chat_template`).
+
+Limitation (no Arrow type avoids it): verl reads the file with pandas, and Arrow stores all
+tools of a file as ONE struct type, so when the tools of a file differ in nested keys (other
+parameter names, a `description` only some have), every tool reads back with the other tools'
+keys set to None, and the chat template shows them as `null`. The rows are exact when every
+tool of the file has the same key structure (one tool, or one tool set per file).
+`null_filled_rows` counts the rows affected; `read_verl_sft` strips the nulls again. String
+arguments render correctly with templates that test `arguments is string` (Qwen3); templates
+that always apply `tojson` (Qwen2.5, Llama 3.1) quote them a second time.
 
 >>> from agentmill.records import Task
 >>> row = to_verl_rl(Task.create("6*12?", "72"), index=0)
@@ -38,10 +45,12 @@ from typing import Any
 import orjson
 import yaml
 
+from agentmill.errors import UserError
 from agentmill.export.grpo import encode_ground_truth
-from agentmill.export.splits import task_split
+from agentmill.export.splits import task_side
 from agentmill.export.trl_sft import ExportError
 from agentmill.records import Message, Task, Trajectory
+from agentmill.store import write_atomic
 
 
 def openai_tool(tool: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +75,7 @@ def to_verl_rl(
         raise ExportError("no_user_turn")
     truth, fmt = encode_ground_truth(task.ground_truth)
     names = tool_names if tool_names is not None else [tool_name(t) for t in task.tools]
-    extra: dict[str, Any] = {"split": task_split(task.id, val_fraction), "index": index}
+    extra: dict[str, Any] = {"split": task_side(task.id, task, val_fraction), "index": index}
     extra.update(task_id=task.id, ground_truth_format=fmt, need_tools_kwargs=bool(task.tools))
     if names:
         kwargs = {"create_kwargs": {"ground_truth": truth or ""}}
@@ -95,6 +104,49 @@ def verl_tool_config(tools: list[dict[str, Any]], tool_class: str) -> dict[str, 
     return {"tools": entries}
 
 
+def verl_rl_rows(
+    tasks: list[Task],
+    *,
+    reward: str = "math",
+    val_fraction: float = 0.05,
+    dropped: Counter[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The RL rows of the tasks that can be rows (the others counted in `dropped`)."""
+    names = list(dict.fromkeys(tool_name(t) for task in tasks for t in task.tools))
+
+    def make(task: Task, i: int) -> dict[str, Any]:
+        return to_verl_rl(task, i, reward=reward, tool_names=names, val_fraction=val_fraction)
+
+    return _rows(tasks, dropped, make)
+
+
+def write_tool_config(tasks: list[Task], path: Path, tool_class: str | None) -> Path | None:
+    """Write `<stem>.tools.yaml` beside `path` when the tasks have tools; its path or None."""
+    all_tools = [t for task in tasks for t in task.tools]
+    if not all_tools:
+        return None
+    if not tool_class:
+        raise UserError(
+            "verl export: the tasks have tools; set tool_class (export[].tool_class or "
+            "--tool-class) to the module.Class of the verl tool that runs them"
+        )
+    config_path = path.with_name(f"{path.stem}.tools.yaml")
+    config = verl_tool_config(all_tools, tool_class)
+    write_atomic(config_path, yaml.safe_dump(config, sort_keys=False).encode())
+    return config_path
+
+
+def write_parquet(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Write rows as one parquet file (types inferred by Arrow), atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    tmp.replace(path)
+    return path
+
+
 def write_verl_rl(
     tasks: list[Task],
     path: Path,
@@ -105,27 +157,9 @@ def write_verl_rl(
     dropped: Counter[str] | None = None,
 ) -> tuple[Path, Path | None]:
     """Write the RL parquet and, when tasks have tools, `<stem>.tools.yaml` beside it."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    all_tools = [t for task in tasks for t in task.tools]
-    if all_tools and tool_class is None:
-        raise ValueError("tasks have tools: pass tool_class, the verl tool class that runs them")
-    names = list(dict.fromkeys(tool_name(t) for t in all_tools))
-    rows = _rows(
-        tasks,
-        dropped,
-        lambda task, i: to_verl_rl(
-            task, i, reward=reward, tool_names=names, val_fraction=val_fraction
-        ),
-    )
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    if not all_tools:
-        return path, None
-    config_path = path.with_name(f"{path.stem}.tools.yaml")
-    config = verl_tool_config(all_tools, tool_class or "")
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path, config_path
+    config_path = write_tool_config(tasks, path, tool_class)
+    rows = verl_rl_rows(tasks, reward=reward, val_fraction=val_fraction, dropped=dropped)
+    return write_parquet(rows, path), config_path
 
 
 def _rows(items: list[Any], dropped: Counter[str] | None, make: Any) -> list[dict[str, Any]]:
@@ -162,16 +196,26 @@ def to_verl_sft(t: Trajectory) -> dict[str, Any]:
     }
 
 
+def verl_sft_rows(
+    trajectories: list[Trajectory], dropped: Counter[str] | None = None
+) -> list[dict[str, Any]]:
+    """The SFT rows of the trajectories that can be rows (the others counted in `dropped`)."""
+    return _rows(trajectories, dropped, lambda t, _i: to_verl_sft(t))
+
+
 def write_verl_sft(
     trajectories: list[Trajectory], path: Path, dropped: Counter[str] | None = None
 ) -> Path:
     """Write the multi-turn SFT parquet of the trajectories that can be rows."""
-    import pyarrow as pa
+    return write_parquet(verl_sft_rows(trajectories, dropped), path)
+
+
+def null_filled_rows(rows: list[dict[str, Any]], path: Path) -> int:
+    """How many of `rows` read back from `path` with null keys Arrow added (see the caveat)."""
     import pyarrow.parquet as pq
 
-    rows = _rows(trajectories, dropped, lambda t, _i: to_verl_sft(t))
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return path
+    back = pq.read_table(path).to_pylist()
+    return sum(a != b for a, b in zip(rows, back, strict=True))
 
 
 def strip_nulls(value: Any) -> Any:

@@ -1,0 +1,128 @@
+"""Tasks from traces: the turn's query and its final answer, appended to a file incrementally.
+
+A task keeps the conversation up to and including the turn's user message as its `prompt`
+(system, earlier turns, the query), the final answer as `ground_truth`, and the trajectory's
+tool schemas. Its `metadata.qa_hash` (sha256 of query, newline, answer: astuner's key) makes
+appending idempotent: a task file only ever gains the hashes it does not hold yet, and each
+task's `split` comes from a hash of its id, so it never changes side as the file grows.
+
+The turn's user message is `metadata["query_index"]` when the ingester set it (mini-swe: the
+task message, not later format-error messages), else the last user message.
+
+>>> from agentmill.records import Message, Trajectory
+>>> t = Trajectory(id="t1", task_id="x", final_answer="4", messages=[
+...     Message(role="user", content="2+2?"), Message(role="assistant", content="4")])
+>>> task = task_from_trajectory(t)
+>>> task.query, task.ground_truth, task.metadata["source_record"], task.split
+('2+2?', '4', 't1', 'train')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agentmill.astuner import qa_hash
+from agentmill.export.splits import task_split
+from agentmill.records import Message, Task, Trajectory
+from agentmill.store import JsonlWriter, iter_jsonl
+
+
+def task_from_trajectory(t: Trajectory, val_fraction: float = 0.3) -> Task | None:
+    """The task of `t`'s turn, or None when it has no user query or no final answer."""
+    index = query_index(t)
+    if index is None or t.final_answer is None:
+        return None
+    prompt = t.messages[: index + 1]
+    query, answer = t.messages[index].text, t.final_answer
+    metadata = {
+        "answer": answer,
+        "qa_hash": qa_hash(query, answer),
+        "missing_tools": missing_tools(t.tools),
+        "source_record": t.id,
+    }
+    task = Task.create(
+        [_context(m) for m in prompt],
+        ground_truth=answer,
+        tools=t.tools,
+        metadata=metadata,
+        provenance=t.provenance,
+    )
+    return task.model_copy(update={"split": task_split(task.id, val_fraction)})
+
+
+def query_index(t: Trajectory) -> int | None:
+    """Index of the turn's user message: `metadata.query_index`, else the last user message."""
+    index = t.metadata.get("query_index")
+    if isinstance(index, int) and 0 <= index < len(t.messages):
+        return index if t.messages[index].role == "user" else None
+    users = [i for i, m in enumerate(t.messages) if m.role == "user"]
+    return users[-1] if users else None
+
+
+def _context(m: Message) -> Message:
+    """A prompt message without per-step usage or hidden reasoning."""
+    return m.model_copy(update={"usage": None, "reasoning": None}) if m.usage or m.reasoning else m
+
+
+def builtin_tool_names() -> set[str]:
+    """Names agentmill's built-in tools answer to by default (see rollout.tools.TOOLS)."""
+    from agentmill.rollout.configs import (
+        CalculatorToolConfig,
+        PythonToolConfig,
+        SearchToolConfig,
+    )
+
+    search = SearchToolConfig()
+    return {CalculatorToolConfig().name, PythonToolConfig().name, search.name, search.open_name}
+
+
+def missing_tools(tools: list[dict[str, Any]]) -> list[str]:
+    """Names of the offered tools that no built-in agentmill tool provides."""
+    known = builtin_tool_names()
+    names = [_tool_name(t) for t in tools]
+    return sorted({n for n in names if n and n not in known})
+
+
+def _tool_name(schema: dict[str, Any]) -> str | None:
+    fn = schema.get("function") if isinstance(schema.get("function"), dict) else schema
+    name = fn.get("name")
+    return name if isinstance(name, str) else None
+
+
+def existing_hashes(path: Path) -> set[str]:
+    """The qa_hashes of a task file (agentmill or astuner lines); unreadable lines ignored."""
+    out: set[str] = set()
+    for _, line in iter_jsonl(path):  # a torn last line is never read
+        try:
+            h = orjson.loads(line).get("metadata", {}).get("qa_hash")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if h:
+            out.add(str(h))
+    return out
+
+
+def append_tasks(tasks: Iterable[Task], path: Path) -> tuple[int, int]:
+    """Append the tasks whose qa_hash is not in `path` yet, each with one unbuffered write
+    (a torn last line is cut off first); returns (added, already present)."""
+    seen = existing_hashes(path)
+    writer: JsonlWriter | None = None
+    added = present = 0
+    try:
+        for task in tasks:
+            h = str(task.metadata.get("qa_hash") or qa_hash(task.query, str(task.ground_truth)))
+            if h in seen:
+                present += 1
+                continue
+            writer = writer or JsonlWriter(path)
+            writer.append(task.to_json())
+            seen.add(h)
+            added += 1
+    finally:
+        if writer is not None:
+            writer.close()
+    return added, present
