@@ -8,11 +8,9 @@ judge on the real embedded model).
 
 import importlib.util
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +25,7 @@ from agentmill.records import Message, Trajectory
 from agentmill.scoring.judge import user_prompt
 from agentmill.scoring.judge_config import JudgeConfig
 from agentmill.store import iter_jsonl
-from agentmill.testing.stub_server import run_stub_in_thread
+from agentmill.testing.stub_server import kill_when_a_call_hangs, run_stub_in_thread
 
 GOOD = '{"reason": "complete", "result": "GOOD"}'
 BAD = '{"reason": "excuse instead of an answer", "result": "BAD"}'
@@ -173,12 +171,7 @@ def test_killed_feedback_run_resumes_without_re_judging(tmp_path, write_config) 
             server.add_reply(_judge_prompt(c), {"content": GOOD})
         cfg = write_config(_config(log, url, tmp_path / "tasks.jsonl"))
         cmd = [sys.executable, "-m", "agentmill", "run", str(cfg), "--out", str(out)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while time.time() < deadline and not any(e["outcome"] == "hang" for e in server.log):
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_when_a_call_hangs(cmd, server)
         assert len(_lines(out / "judge" / "verdicts.jsonl")) == 3
         done = subprocess.run(cmd, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr

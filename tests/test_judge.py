@@ -8,10 +8,8 @@ and transport faults and kill/resume on the real `openai` backend over HTTP to t
 import asyncio
 import doctest
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from agentmill.scoring import judge as judge_mod
 from agentmill.scoring.judge import judge_messages, judge_trajectory, parse_verdict, user_prompt
 from agentmill.scoring.judge_config import JudgeConfig
 from agentmill.store import iter_jsonl
-from agentmill.testing.stub_server import run_stub_in_thread
+from agentmill.testing.stub_server import kill_when_a_call_hangs, run_stub_in_thread
 
 GOOD = '{"reason": "complete and on topic", "result": "GOOD"}'
 BAD = '{"reason": "does not answer", "result": "BAD"}'
@@ -243,12 +241,7 @@ def test_killed_judge_resumes_without_paying_twice(tmp_path) -> None:
             server.add_reply(user_prompt(t, JudgeConfig()), {"content": GOOD if i % 2 else BAD})
         cmd = [sys.executable, "-m", "agentmill", "judge", str(src), "-o", str(out)]
         cmd += ["--base-url", url, "--model", "stub", "--concurrency", "1"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 60
-        while time.time() < deadline and not any(e["outcome"] == "hang" for e in server.log):
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_when_a_call_hangs(cmd, server)
         judged = len(_lines(out)) + len(_lines(tmp_path / "out.dropped.jsonl"))
         assert judged == k  # killed while the (k+1)-th call was in flight
         done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)

@@ -243,6 +243,19 @@ def run_stub_in_thread(**kw: Any) -> Iterator[tuple[StubServer, str]]:
         loop.close()
 
 
+def kill_when_a_call_hangs(cmd: list[str], server: StubServer, timeout_s: float = 60.0) -> None:
+    """Start `cmd` and SIGKILL it the moment `server` holds one of its requests hanging (a
+    `hang` fault or `hang_s` reply): the kill lands while a model call is in flight."""
+    import subprocess
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and not any(e["outcome"] == "hang" for e in server.log):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 # ---------------------------------------------------------------- command line
 def _raise_fd_limit() -> None:
     """A thousand concurrent clients need more descriptors than the usual soft limit."""
