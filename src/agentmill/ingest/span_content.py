@@ -112,10 +112,12 @@ def _system_message(value: Any) -> sm.Msg:
 
 def has_prompt(span: Span) -> bool:
     """Whether an LLM span captured its prompt anywhere (cheap: nothing is converted)."""
+    if span.get("gen_ai.input.messages"):  # the common case first: the checks are pure
+        return True
     args, kwargs = call_args(span)
     if (args and isinstance(args[0], list) and args[0]) or kwargs.get("messages"):
         return True
-    if span.get("gen_ai.input.messages") or span.get("gen_ai.prompt.0.role") is not None:
+    if span.get("gen_ai.prompt.0.role") is not None:
         return True
     names = {_DETAILS, *_PROMPT_EVENTS}
     return any(ev.name in names for ev in span.events)
