@@ -28,6 +28,9 @@ quickstart: $(STAMP)
 	$(BIN)/agentmill run examples/quickstart_auto.yaml
 
 test: $(STAMP)
+	# the HTML report tests open the page in a real headless chromium
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "warning: could not install chromium; the report tests will fail"
 	$(BIN)/python -m pytest --durations=15
 
 bench: $(STAMP)
@@ -37,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/constrained_calls.py --few-shot
 	$(BIN)/python bench/quickstart_speed.py
 	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/report.py
 
 clean-runs:
 	rm -rf runs

@@ -14,7 +14,7 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest_plugins = ["model_fixtures"]
+pytest_plugins = ["model_fixtures", "browser"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,3 +59,43 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str
         return rc, out.out, out.err
 
     return run
+
+
+CALC = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]}
+
+
+@pytest.fixture
+def scripted_run(tmp_path: Path, cli: Callable[..., tuple[int, str, str]]) -> Callable[..., Path]:
+    """A run folder made by `agentmill run` with the scripted fake backend (not a model): 3 tasks
+    (answer 4), 2 samples each, calculator tool, math reward, filter, trl-sft export. The
+    replies cycle: call then answer 4 (correct) | call then `wrong` | a failed model call."""
+
+    def make(name: str = "run", wrong: str = "5") -> Path:
+        tasks = tmp_path / "tasks.jsonl"
+        tasks.write_text(
+            "".join(f'{{"question": "({i}) What is 2 + 2?", "answer": "4"}}\n' for i in range(3))
+        )
+        cfg = {
+            "name": "scripted",
+            "backends": {
+                "teacher": {
+                    "type": "scripted",
+                    "replies": [CALC, "4", CALC, wrong, {"fail": "http_500"}],
+                    "max_concurrency": 1,
+                }
+            },
+            "sources": [{"path": str(tasks)}],
+            "rollout": {"n": 2, "tools": ["calculator"]},
+            "score": {"rewards": ["math"]},
+            "filter": {"min_reward": 1.0},
+            "export": [{"format": "trl-sft", "path": "sft.jsonl"}],
+            "cache": {"path": str(tmp_path / "cache.sqlite")},
+        }
+        config = tmp_path / "scripted.yaml"
+        config.write_text(yaml.safe_dump(cfg))
+        out = tmp_path / name
+        rc, stdout, _ = cli("run", config, "--out", out)
+        assert rc in (0, 1), stdout  # 1: the scripted failures are failed trajectories
+        return out
+
+    return make

@@ -229,6 +229,7 @@ class RunConfig(Component):
     tasks_out: TasksOutConfig | None = Field(default=None, json_schema_extra=NO_FP)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     strict: bool = Field(default=False, json_schema_extra=NO_FP)
+    report: bool = Field(default=True, json_schema_extra=NO_FP)  # report.html at the end
     max_bad_fraction: float | None = Field(default=None, ge=0, le=1, json_schema_extra=NO_FP)
 
     @model_validator(mode="after")

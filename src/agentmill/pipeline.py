@@ -53,6 +53,8 @@ class RunSummary:
     topped_up: list[str] = field(default_factory=list)
     dry_run: bool = False
     funnel: Funnel | None = None
+    report: Path | None = None  # report.html, once written
+    report_error: str | None = None  # why it could not be (the run's data is unaffected)
     traces: TraceCounts = field(default_factory=TraceCounts)  # trace sources: nothing sampled
 
     @property
@@ -99,7 +101,20 @@ def run(
         store.manifest["sessions"][-1].update(finished_at=time.time(), seconds=summary.seconds)
         store.save_manifest()
         store.close()
+    if not dry_run and cfg.report:
+        _write_report(store.root, summary)
     return summary
+
+
+def _write_report(run_dir: Path, summary: RunSummary) -> None:
+    """report.html in the run folder; a report that cannot be written is a warning, never a
+    failed run (`agentmill report RUN -o FILE` retries it)."""
+    from agentmill.report.html import write_report
+
+    try:
+        summary.report = write_report(run_dir, run_dir / "report.html")
+    except Exception as e:  # noqa: BLE001 - the run's records are already safe on disk
+        summary.report_error = f"{type(e).__name__}: {e}"
 
 
 # ---------------------------------------------------------------- source stage

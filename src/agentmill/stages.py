@@ -109,7 +109,7 @@ def run_later_stages(
     if cfg.tasks_out is not None:  # feedback runs: the kept trajectories' tasks, appended
         by_id = {t.id: t for t in tasks}
         funnel.tasks_out = write_tasks_out(cfg.tasks_out, current, by_id, store.root)
-    store.record_stage("funnel", **_funnel_dict(funnel))
+    store.record_stage("funnel", **funnel_dict(funnel))
     return funnel
 
 
@@ -168,7 +168,7 @@ def _export(
         store.stage(EXPORT).write_stats({**stats, "notes": notes})
 
 
-def _funnel_dict(f: Funnel) -> dict[str, Any]:
+def funnel_dict(f: Funnel) -> dict[str, Any]:
     return {
         "tasks": f.tasks,
         "trajectories": f.trajectories,
@@ -177,6 +177,7 @@ def _funnel_dict(f: Funnel) -> dict[str, Any]:
         "scored": f.scored,
         "correct": f.correct,
         "kept": f.kept,
+        "filtered": f.filtered,
         "dropped": dict(f.dropped),
         "exported": f.exported,
         "export_skipped": dict(f.export_skipped),

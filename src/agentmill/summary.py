@@ -139,3 +139,32 @@ def file_stats(path: Path) -> dict[str, Any]:
         "rewards": {k: _dist(v) for k, v in rewards.items()},
     }
     return out
+
+
+def funnel_rows(f: dict[str, Any]) -> list[tuple[str, int]]:
+    """The funnel as (label, records) rows, top to bottom: what `agentmill run` prints and the
+    report draws. `f` is the manifest's funnel (`Funnel` as a dict).
+
+    >>> funnel_rows({"tasks": 2, "trajectories": 8, "with_tool_call": 6, "well_formed_call": 5,
+    ...              "scored": 8, "correct": 3, "kept": 3, "filtered": True,
+    ...              "exported": {"export/sft.jsonl": 3}})[-3:]
+    [('correct (all rewards = 1)', 3), ('kept', 3), ('exported sft.jsonl', 3)]
+    """
+    rows = [
+        ("tasks", f.get("tasks", 0)),
+        ("trajectories", f.get("trajectories", 0)),
+        ("with a tool call", f.get("with_tool_call", 0)),
+        ("with a well-formed call", f.get("well_formed_call", 0)),
+    ]
+    if f.get("scored"):
+        rows.append(("correct (all rewards = 1)", f.get("correct", 0)))
+    if f.get("filtered", bool(f.get("dropped"))):  # manifests before `filtered` was stored
+        rows.append(("kept", f.get("kept", 0)))
+    judged = f.get("judged") or {}
+    if judged:
+        rows.append(("judged GOOD", judged.get("GOOD", 0)))
+    rows += [(f"after {name}", st.get("kept", 0)) for name, st in (f.get("curation") or {}).items()]
+    rows += [
+        (f"exported {path.rsplit('/', 1)[-1]}", n) for path, n in (f.get("exported") or {}).items()
+    ]
+    return rows

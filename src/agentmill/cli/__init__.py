@@ -12,7 +12,18 @@ import sys
 import typer
 from rich.console import Console
 
-from agentmill.cli import check, curate, data, ingest, inspect, judge, models, run
+from agentmill.cli import (
+    analyze,
+    check,
+    curate,
+    data,
+    ingest,
+    inspect,
+    judge,
+    models,
+    report,
+    run,
+)
 from agentmill.errors import AgentmillError
 
 app = typer.Typer(
@@ -45,6 +56,9 @@ app.command("ingest")(ingest.ingest_cmd)
 app.command("status")(inspect.status_cmd)
 app.command("show")(inspect.show_cmd)
 app.command("stats")(inspect.stats_cmd)
+app.command("analyze")(analyze.analyze_cmd)
+app.command("compare")(analyze.compare_cmd)
+app.command("report")(report.report_cmd)
 app.command("models")(models.models_cmd)
 app.command("check-template")(check.check_template_cmd)
 

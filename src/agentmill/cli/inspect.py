@@ -80,7 +80,7 @@ def show_cmd(
         raise UserError(
             f"--index {index} is out of range: {file} has {len(recs)} records (0..{len(recs) - 1})"
         )
-    Console().print(render_record(recs[index], index))
+    Console().print(render_record(recs[index], index % len(recs)))  # -1: the last one's number
 
 
 def render_record(rec: dict[str, Any], index: int) -> Group:
@@ -102,14 +102,19 @@ def render_record(rec: dict[str, Any], index: int) -> Group:
         if rec.get(key) not in (None, {}, ""):
             head.add_row(Text(key, style="bold"), Text(str(rec[key])))
     parts: list[Any] = [Panel(head, title=f"record {index}")]
+    called = {  # call id -> tool name, to title each observation with the call it answers
+        c.get("id"): (c.get("function") or {}).get("name")
+        for m in messages
+        for c in m.get("tool_calls") or []
+    }
     for m in messages:
-        parts.append(_message_panel(m))
+        parts.append(_message_panel(m, called))
     for v in rec.get("verdicts", []):
         parts.append(Text(f"judge {v.get('judge')}: {v.get('verdict')} - {v.get('reason', '')}"))
     return Group(*parts)
 
 
-def _message_panel(m: dict[str, Any]) -> Panel:
+def _message_panel(m: dict[str, Any], called: dict[str, str | None]) -> Panel:
     body = Text()
     if m.get("reasoning"):
         body.append(f"(reasoning) {m['reasoning']}\n", style="dim")
@@ -127,9 +132,12 @@ def _message_panel(m: dict[str, Any]) -> Panel:
             else f"(unparsed) {fn.get('raw_arguments')}"
         )
         body.append(f"\n-> {fn.get('name')}({shown})  [{c.get('id')}]", style="bold")
-    title = m["role"] + (f" [{m['tool_call_id']}]" if m.get("tool_call_id") else "")
-    return Panel(
-        body, title=title, title_align="left", border_style=ROLE_STYLE.get(m["role"], "white")
+    title = m["role"]
+    if m.get("tool_call_id"):
+        tool = m.get("name") or called.get(m["tool_call_id"]) or "?"
+        title += f" {tool} [{m['tool_call_id']}]"
+    return Panel(  # a Text title: ids like [c2] are not rich markup
+        body, title=Text(title), title_align="left", border_style=ROLE_STYLE.get(m["role"], "white")
     )
 
 

@@ -10,7 +10,8 @@ from rich.console import Console
 from agentmill.configfile import load_config
 from agentmill.curation.stage import funnel_lines
 from agentmill.pipeline import RunSummary, run
-from agentmill.stages import Funnel
+from agentmill.stages import Funnel, funnel_dict
+from agentmill.summary import funnel_rows
 
 
 def run_cmd(
@@ -76,6 +77,15 @@ def print_summary(s: RunSummary) -> None:
             f"  tasks:        {tasks_out.get('path')} (added {tasks_out.get('added', 0)}, "
             f"already there {tasks_out.get('already', 0)})"
         )
+    if s.report is not None:
+        con.print(f"  report:       {s.report}")
+    elif s.report_error is not None:
+        con.print(
+            f"  [yellow]warning[/] report.html not written ({s.report_error}); "
+            f"write it with: agentmill report {s.run_dir} -o {s.run_dir / 'report.html'}",
+            markup=True,
+            highlight=False,
+        )
     if s.bad_records or s.failed:
         con.print(f"  failures:     {s.run_dir / 'failures.jsonl'}")
 
@@ -87,22 +97,8 @@ def _pct(n: int, d: int) -> str:
 def print_funnel(con: Console, f: Funnel) -> None:
     """tasks -> trajectories -> with a well-formed call -> correct -> kept -> exported."""
     con.print("  [bold]funnel[/]")
-    rows = [
-        ("tasks", f.tasks, 0),
-        ("trajectories", f.trajectories, 0),
-        ("with a tool call", f.with_tool_call, f.trajectories),
-        ("with a well-formed call", f.well_formed_call, f.trajectories),
-    ]
-    if f.scored:
-        rows.append(("correct (all rewards = 1)", f.correct, f.trajectories))
-    if f.filtered:
-        rows.append(("kept", f.kept, f.trajectories))
-    if f.judged:
-        rows.append(("judged GOOD", f.judged.get("GOOD", 0), f.trajectories))
-    rows += [(f"after {name}", st["kept"], f.trajectories) for name, st in f.curation.items()]
-    rows += [(f"exported {Path(p).name}", n, f.trajectories) for p, n in f.exported.items()]
-    for label, n, d in rows:
-        con.print(f"    {label:<28}{_pct(n, d)}")
+    for i, (label, n) in enumerate(funnel_rows(funnel_dict(f))):
+        con.print(f"    {label:<28}{_pct(n, f.trajectories if i > 1 else 0)}")
     for reason, n in f.dropped.most_common():
         con.print(f"    dropped {reason}: {n}")
     for verdict in ("BAD", "ERROR"):
