@@ -20,7 +20,13 @@ Each measurement runs in a fresh child process:
   slower pass), on the full and the half-size file: memory must not grow with the file;
 - where the ingest's CPU goes: reading the rows into `Span`s (`studio.read_spans`, which
   includes the floor's work) and validating the same records with `Trajectory.model_validate`
-  (pydantic), as shares of the ingest; the rest is the rebuild itself.
+  (pydantic), as shares of the ingest; the rest is the rebuild itself. `ceiling_fraction` is
+  the floor over reading + validating: the fraction a rebuild costing nothing would reach;
+- what skipping the prompts a rebuild never uses could save: every chat span carries the
+  whole prompt so far and only the last of a turn is used; `share_unused_prompts` is the CPU
+  to decode the others (the most that not decoding them saves), and `chat_whole_us` /
+  `chat_slim_us` the cost per chat span of reading its attributes whole or with the prompt
+  cut out by SQLite's JSON functions (what not decoding them would cost instead).
 
 Rates are spans per CPU second of the child (the machine is shared: CPU time is steadier
 than wall time); each figure is the best of `--repeats` runs.
@@ -155,6 +161,8 @@ STAGES = """
 import sys, time, orjson
 from pathlib import Path
 from agentmill.ingest import IngestOptions, IngestStats, read_traces
+from agentmill.ingest.span_content import chat_prompt_raw
+from agentmill.ingest.spans import find_turns
 from agentmill.ingest.studio import read_spans
 from agentmill.records import Trajectory
 path = Path(sys.argv[1])
@@ -166,7 +174,37 @@ c0 = time.process_time()
 for d in records:
     Trajectory.model_validate(d)
 validate = time.process_time() - c0
-print(orjson.dumps({"spans": n, "read": read, "validate": validate}).decode())
+# the prompts a rebuild never uses: every chat span's but the last of its turn (each chat
+# span carries the whole prompt so far); their decoding is all that skipping them can save
+unused, unused_decode = 0, 0.0
+for spans in read_spans(path, IngestOptions(), IngestStats()):
+    texts = []
+    for turn in find_turns(spans)[0]:
+        chats = [s for s, op in zip(turn.steps, turn.ops) if op == "chat"]
+        texts += [orjson.dumps(p) for s in chats[:-1] if (p := chat_prompt_raw(s))]
+    c0 = time.process_time()
+    held = [orjson.loads(text) for text in texts]  # held a conversation at a time
+    del held
+    unused, unused_decode = unused + len(texts), unused_decode + time.process_time() - c0
+print(orjson.dumps({"spans": n, "read": read, "validate": validate,
+      "unused_prompts": unused, "unused_decode": unused_decode}).decode())
+"""
+
+# The chat spans' attributes read whole (what the ingest does) and read without their
+# prompt, cut out by SQLite's JSON functions: what fetching only the prompts a rebuild uses
+# would cost per chat span (SQLite parses the JSON text again to cut it).
+SLIM = """
+import sys, time, orjson
+from agentmill.ingest.studio import connect
+db = connect(sys.argv[1])
+cut = "json_remove(attributes, '$.agentscope.function.input.args', '$.gen_ai.input.messages')"
+out = {}
+for label, column in (("whole", "attributes"), ("slim", cut)):
+    c0, n = time.process_time(), 0
+    for (text,) in db.execute(f"SELECT {column} FROM span_table WHERE operationName = 'chat'"):
+        orjson.loads(text); n += 1
+    out[label] = (time.process_time() - c0) / max(n, 1)
+print(orjson.dumps({"chat_spans": n, **out}).decode())
 """
 
 
@@ -183,6 +221,7 @@ def measure(path: Path, repeats: int) -> dict[str, Any]:
     ingests = [child(INGEST, str(path), "plain") for _ in range(repeats)]
     traced = child(INGEST, str(path), "trace")
     stages = min((child(STAGES, str(path)) for _ in range(repeats)), key=lambda r: r["read"])
+    slim = min((child(SLIM, str(path)) for _ in range(repeats)), key=lambda r: r["whole"])
     floor = min(floors, key=lambda r: r["cpu"])
     ingest = min(ingests, key=lambda r: r["cpu"])
     return {
@@ -196,6 +235,14 @@ def measure(path: Path, repeats: int) -> dict[str, Any]:
         # (pydantic, Trajectory.model_validate of the same records), the rest (the rebuild)
         "share_read": stages["read"] / ingest["cpu"],
         "share_validate": stages["validate"] / ingest["cpu"],
+        # the best fraction a rebuild costing nothing would reach: reading and validating
+        "ceiling_fraction": floor["cpu"] / (stages["read"] + stages["validate"]),
+        # decoding the prompts the rebuild never uses (all that skipping them could save)
+        "share_unused_prompts": stages["unused_decode"] / ingest["cpu"],
+        "unused_prompts": stages["unused_prompts"],
+        # per chat span: attributes read whole and decoded, or without the prompt (SQLite cut)
+        "chat_whole_us": slim["whole"] * 1e6,
+        "chat_slim_us": slim["slim"] * 1e6,
         "floor_rss_mb": floor["rss_mb"],
         "ingest_rss_mb": ingest["rss_mb"],
         "ingest_heap_peak_mb": traced["heap_mb"],
