@@ -77,6 +77,8 @@ def test_e2e_embedded_model(tmp_path, cli, write_config, smollm_path) -> None:
     assert rc == 0, stdout + stderr
     assert "funnel" in stdout and "with a well-formed call" in stdout
     _check_consistent(tmp_path / "run")
+    report = (tmp_path / "run" / "report.html").read_text()  # written at the end of the run
+    assert "records through the pipeline" in report and 'data-chart="reward-math"' in report
 
 
 def test_e2e_through_loopback_server(

@@ -23,6 +23,7 @@ from agentmill.cli import (
     models,
     report,
     run,
+    train,
 )
 from agentmill.errors import AgentmillError
 
@@ -61,6 +62,7 @@ app.command("compare")(analyze.compare_cmd)
 app.command("report")(report.report_cmd)
 app.command("models")(models.models_cmd)
 app.command("check-template")(check.check_template_cmd)
+app.command("train")(train.train_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
