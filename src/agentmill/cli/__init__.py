@@ -63,6 +63,7 @@ app.command("report")(report.report_cmd)
 app.command("models")(models.models_cmd)
 app.command("check-template")(check.check_template_cmd)
 app.command("train")(train.train_cmd)
+app.command("merge")(train.merge_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,3 +87,18 @@ def train_cmd(
     if "adapter" in s:
         con.print(f"  adapter: {s['adapter']}", highlight=False)
     con.print(f"  log:     {out / 'train_log.jsonl'}  ({out / 'train.json'})", highlight=False)
+
+
+def merge_cmd(
+    config: Path = typer.Argument(..., help="A mergekit YAML config (passed through, validated)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder of the merged model."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random methods (DARE)."),
+) -> None:
+    """Merge models with mergekit (linear, slerp, ties, dare_ties, task_arithmetic, ...)."""
+    from agentmill.train.merge import merge
+
+    s = merge(config, out, seed)
+    Console().print(
+        f"[bold]merged[/] ({s['merge_method']}) into {s['model']} in {s['seconds']:.1f}s",
+        highlight=False,
+    )
