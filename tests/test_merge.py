@@ -11,6 +11,8 @@ import orjson
 import pytest
 import yaml
 
+pytest_plugins = ["trainer_fixtures"]  # tiny_llama (with the embedded model's tokenizer)
+
 CHECKED = "model.layers.1.mlp.down_proj.weight"
 CONFIG = {
     "hidden_size": 32,
@@ -178,3 +180,40 @@ def test_bad_config_is_one_line_and_exit_2(cli, tmp_path, cfg, error) -> None:
     config.write_text(cfg if isinstance(cfg, str) else yaml.safe_dump(cfg))
     rc, _, err = cli("merge", config, "--out", tmp_path / "o")
     assert rc == 2 and error in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.model
+def test_merge_then_eval_each_input_and_the_merge(cli, tmp_path, tiny_llama) -> None:
+    """Two copies of the tiny Llama that carries the embedded tokenizer (so the agent loop can
+    run it); a linear merge, then `--tasks`: one eval column per input and one for the merge."""
+    import shutil
+
+    a, b = tmp_path / "copy_a", tmp_path / "copy_b"
+    shutil.copytree(tiny_llama, a)
+    shutil.copytree(tiny_llama, b)
+    config = tmp_path / "merge.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "merge_method": "linear",
+                "models": [{"model": str(p), "parameters": {"weight": 0.5}} for p in (a, b)],
+                "dtype": "float32",
+            }
+        )
+    )
+    tasks = tmp_path / "held.jsonl"
+    tasks.write_text('{"question": "What is 2 + 2?", "answer": "4"}\n')
+    eval_cfg = tmp_path / "eval.yaml"
+    eval_cfg.write_text(
+        "backends: {teacher: {type: local}}\nsources: [{path: unused.jsonl}]\n"
+        "rollout: {agent: {max_steps: 1}, params: {max_tokens: 4}}\nscore: {rewards: [math]}\n"
+    )
+    out = tmp_path / "merged"
+    rc, stdout, err = cli(
+        "merge", config, "--out", out, "--tasks", tasks, "--eval-config", eval_cfg
+    )
+    assert rc == 0, stdout + err
+    report = orjson.loads((out / "eval" / "eval.json").read_bytes())
+    assert list(report["models"]) == ["copy_a", "copy_b", "merged"]
+    assert all(r["tasks"] == 1 for r in report["models"].values())
+    assert "copy_a" in stdout and "merged" in stdout

@@ -17,6 +17,7 @@ from agentmill.cli import (
     check,
     curate,
     data,
+    evaluate,
     ingest,
     inspect,
     judge,
@@ -64,6 +65,7 @@ app.command("models")(models.models_cmd)
 app.command("check-template")(check.check_template_cmd)
 app.command("train")(train.train_cmd)
 app.command("merge")(train.merge_cmd)
+app.command("eval")(evaluate.eval_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

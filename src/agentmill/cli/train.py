@@ -93,6 +93,12 @@ def merge_cmd(
     config: Path = typer.Argument(..., help="A mergekit YAML config (passed through, validated)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder of the merged model."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random methods (DARE)."),
+    tasks: Path | None = typer.Option(
+        None, "--tasks", help="Then evaluate each input and the merged model on these tasks."
+    ),
+    eval_config: Path | None = typer.Option(
+        None, "--eval-config", help="The run config whose tools and rewards the eval uses."
+    ),
 ) -> None:
     """Merge models with mergekit (linear, slerp, ties, dare_ties, task_arithmetic, ...)."""
     from agentmill.train.merge import merge
@@ -102,3 +108,11 @@ def merge_cmd(
         f"[bold]merged[/] ({s['merge_method']}) into {s['model']} in {s['seconds']:.1f}s",
         highlight=False,
     )
+    if tasks is not None:
+        from agentmill.cli.evaluate import print_eval
+        from agentmill.configfile import load_config
+        from agentmill.evaluation import evaluate
+
+        base = load_config(eval_config) if eval_config else None
+        report = evaluate([*s["inputs"], str(out)], tasks, out / "eval", base)
+        print_eval(report, tasks, out / "eval")

@@ -57,6 +57,25 @@ def _resolve_models(node: Any) -> Any:
     return out
 
 
+def _model_paths(node: Any) -> list[str]:
+    """Every distinct model folder a config names (after `_resolve_models`), in order."""
+    found: list[str] = []
+
+    def walk(n: Any) -> None:
+        if isinstance(n, list):
+            for x in n:
+                walk(x)
+        elif isinstance(n, dict):
+            for key, value in n.items():
+                if key in ("model", "base_model") and isinstance(value, str):
+                    found.append(value)
+                else:
+                    walk(value)
+
+    walk(node)
+    return list(dict.fromkeys(p for p in found if p))
+
+
 def load_merge_config(path: Path) -> tuple[dict[str, Any], Any]:
     """(the YAML as given, mergekit's validated `MergeConfiguration` with local paths)."""
     from mergekit.config import MergeConfiguration
@@ -106,10 +125,12 @@ def merge(config: Path, out: Path, seed: int | None = 0) -> dict[str, Any]:
             shutil.rmtree(target)
         os.replace(f, target)
     shutil.rmtree(staging, ignore_errors=True)
+    resolved = cfg.model_dump(mode="json", exclude_none=True)
     summary = {
         "config": str(config),
+        "inputs": _model_paths(_resolve_models(raw)),
         "given": raw,
-        "resolved": cfg.model_dump(mode="json", exclude_none=True),
+        "resolved": resolved,
         "merge_method": cfg.merge_method,
         "model": str(out),
         "seed": seed,
