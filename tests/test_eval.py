@@ -89,7 +89,11 @@ def test_eval_config_keeps_the_agent_and_replaces_the_rest(tmp_path: Path) -> No
     assert (cfg.rollout.backend, cfg.rollout.n, cfg.rollout.params.temperature) == ("eval", 1, 0.0)
     assert [t.type for t in cfg.rollout.tools] == ["calculator"]
     src = cfg.sources[0]
-    assert src.path == (tmp_path / "held.jsonl").resolve() and src.field_map.prompt == "q" and src.limit is None
+    assert (
+        src.path == (tmp_path / "held.jsonl").resolve()
+        and src.field_map.prompt == "q"
+        and src.limit is None
+    )
     assert cfg.filter is None and cfg.export == []
     served = eval_config("Qwen/Qwen3-8B", tmp_path / "h.jsonl", base_url="http://h:8000/v1")
     assert served.backends["eval"].type == "openai"
