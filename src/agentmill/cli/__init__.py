@@ -66,6 +66,7 @@ app.command("check-template")(check.check_template_cmd)
 app.command("train")(train.train_cmd)
 app.command("merge")(train.merge_cmd)
 app.command("eval")(evaluate.eval_cmd)
+app.command("flywheel")(train.flywheel_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

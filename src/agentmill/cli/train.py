@@ -116,3 +116,28 @@ def merge_cmd(
         base = load_config(eval_config) if eval_config else None
         report = evaluate([*s["inputs"], str(out)], tasks, out / "eval", base)
         print_eval(report, tasks, out / "eval")
+
+
+def flywheel_cmd(
+    config: Path = typer.Argument(..., help="Flywheel YAML: run, student, eval_tasks, train."),
+    rounds: int = typer.Option(1, "--rounds", "-n", min=1, help="Training rounds to reach."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder (default runs/<name>)."),
+) -> None:
+    """Rounds of sample -> verify -> filter -> train -> evaluate; resumes where it stopped."""
+    from rich.table import Table
+
+    from agentmill.flywheel import flywheel
+
+    rows = flywheel(config, rounds, out)
+    table = Table("round", "sampler", "train records", "success (95% CI)", "called a tool")
+    for r in rows:
+        ev = r["eval"]
+        lo, hi = ev["success"]["ci95"]
+        table.add_row(
+            str(r["round"]),
+            r.get("sampler", "-"),
+            str(r["data"]["records"]) if "data" in r else "-",
+            f"{100 * ev['success']['value']:.1f}% [{100 * lo:.0f}-{100 * hi:.0f}]",
+            f"{100 * ev['called']['value']:.1f}%",
+        )
+    Console().print(table)

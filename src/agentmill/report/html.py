@@ -76,6 +76,14 @@ def write_report(
 
     if fmt not in ("html", "md"):
         raise UserError(f"unknown report format {fmt!r}; use --format html or --format md")
+    if (path / "ledger.jsonl").exists():  # a flywheel folder: its rounds
+        from agentmill.report.rounds import read_ledger, render_rounds_html, render_rounds_md
+
+        ledger = read_ledger(path)
+        page = (render_rounds_html if fmt == "html" else render_rounds_md)(path, ledger)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, page.encode("utf-8"))
+        return out
     analysis, examples = scan(path, stage, n_examples, seed)
     tl = timeline(path) if path.is_dir() else None
     render = render_html if fmt == "html" else render_markdown

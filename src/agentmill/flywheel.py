@@ -1,0 +1,165 @@
+"""`agentmill flywheel CONFIG --rounds N`: sample, verify, filter, train, evaluate; repeat.
+
+    name: fw
+    run: quickstart.yaml            # a run config: sources, teacher backend, tools, rewards, filter
+    student: smollm2-135m           # the model trained (round 1 starts from it)
+    eval_tasks: data/held_out.jsonl # held-out tasks, evaluated with the run config's agent
+    train: {method: sft, max_steps: 50, learning_rate: 1e-4}   # `agentmill train` options
+    resample_with_student: false    # true: round k samples with round k-1's model
+
+Paths are relative to the config file. Everything lands in `runs/<name>/` (or `--out`):
+
+    ledger.jsonl        one line per finished round: round 0 is the base student's eval; then
+                        the sampler, the run's funnel, the training data (path, sha256, records),
+                        the model folder, the train figures, the eval figures, the config hash
+    round-K/run/        the round's pipeline run (its export/train.jsonl is the training data)
+    round-K/model/      `agentmill train` output (train.json marks it finished)
+    round-K/eval/       `agentmill eval` output (eval.json)
+
+Each step goes through the public APIs (`pipeline.run`, `train.trainer.train`,
+`evaluation.evaluate`), so a killed flywheel resumes at the step it was in: the run resumes
+from its records, a finished training is not repeated, the eval resumes from its run folder,
+and a round already in the ledger is skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import Field, ValidationError
+
+from agentmill.configbase import Component
+from agentmill.errors import UserError
+from agentmill.records import content_hash
+from agentmill.store import JsonlWriter, iter_jsonl
+
+LEDGER = "ledger.jsonl"
+EXPORT_FORMAT = {"sft": "trl-sft", "dpo": "trl-dpo", "grpo": "trl-grpo"}
+
+
+class FlywheelConfig(Component):
+    name: str = "flywheel"
+    run: Path
+    student: str
+    eval_tasks: Path
+    train: dict[str, Any] = Field(default_factory=lambda: {"method": "sft"})
+    resample_with_student: bool = False
+
+
+def load_flywheel(path: Path) -> FlywheelConfig:
+    if not path.exists():
+        raise UserError(f"flywheel config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        cfg = FlywheelConfig.model_validate(raw)
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML ({type(e).__name__})") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise UserError(f"flywheel config {path}: {where}: {err['msg']}") from None
+    base = path.parent
+    student = cfg.student
+    if (base / student).is_dir():
+        student = str((base / student).resolve())
+    return cfg.model_copy(
+        update={
+            "run": (base / cfg.run).resolve(),
+            "eval_tasks": (base / cfg.eval_tasks).resolve(),
+            "student": student,
+        }
+    )
+
+
+def _ledger(root: Path) -> dict[int, dict[str, Any]]:
+    return {(r := orjson.loads(line))["round"]: r for _, line in iter_jsonl(root / LEDGER)}
+
+
+def _round_config(fw: FlywheelConfig, k: int, sampler: str | None) -> Any:
+    """The round's run config: the user's, with the training export and maybe the student as
+    the sampler."""
+    from agentmill.config import RunConfig
+    from agentmill.configfile import load_config
+    from agentmill.train.trainer import TrainOptions
+
+    method = TrainOptions(**fw.train).method
+    data = load_config(fw.run).model_dump(mode="json", exclude_none=True)
+    data["name"] = f"{fw.name}-round-{k}"
+    data["export"] = [{"format": EXPORT_FORMAT[method], "path": "train.jsonl"}]
+    if sampler is not None:
+        data["backends"] = {**data["backends"], "student": {"type": "local", "model": sampler}}
+        data["rollout"] = {**data["rollout"], "backend": "student"}
+    return RunConfig.model_validate(data)
+
+
+def flywheel(config: Path, rounds: int, out: Path | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) `rounds` rounds; returns the ledger, round 0 first."""
+    from agentmill.configfile import load_config
+    from agentmill.evaluation import evaluate
+    from agentmill.pipeline import run
+    from agentmill.train.trainer import TrainOptions, data_sha256, train
+
+    fw = load_flywheel(config)
+    opts = TrainOptions(**fw.train)  # refused here, before any work, when wrong
+    eval_base = load_config(fw.run)
+    root = out or Path("runs") / fw.name
+    root.mkdir(parents=True, exist_ok=True)
+    done = _ledger(root)
+    ledger = JsonlWriter(root / LEDGER)
+    cfg_hash = content_hash([fw.model_dump(mode="json"), eval_base.model_dump(mode="json")])
+    try:
+        if 0 not in done:  # the base student, the reference every round is measured against
+            ev = evaluate([fw.student], fw.eval_tasks, root / "round-0" / "eval", eval_base)
+            done[0] = {"round": 0, "model": fw.student, "eval": _only(ev), "config": cfg_hash}
+            ledger.append(orjson.dumps(done[0]))
+        for k in range(1, rounds + 1):
+            if k in done:
+                continue
+            prev = done[k - 1]["model"]
+            sampler = prev if fw.resample_with_student and k > 1 else None
+            rdir = root / f"round-{k}"
+            summary = run(_round_config(fw, k, sampler), rdir / "run", show_progress=False)
+            if summary.failed:
+                raise UserError(
+                    f"round {k}: {sum(summary.failed.values())} trajectories failed "
+                    f"({', '.join(summary.failed)}); re-run the same command to retry them"
+                )
+            data = rdir / "run" / "export" / "train.jsonl"
+            if not data.exists() or data.stat().st_size == 0:
+                raise UserError(
+                    f"round {k}: the run kept no training data ({data}); loosen the filter, "
+                    "raise rollout.n or change the tasks"
+                )
+            model_dir = rdir / "model"
+            if not (model_dir / "train.json").exists():
+                train(data, prev, model_dir, opts)
+            trained = orjson.loads((model_dir / "train.json").read_bytes())
+            ev = evaluate([str(model_dir)], fw.eval_tasks, rdir / "eval", eval_base)
+            manifest = orjson.loads((rdir / "run" / "manifest.json").read_bytes())
+            done[k] = {
+                "round": k,
+                "sampler": sampler or "teacher",
+                "funnel": manifest.get("stages", {}).get("funnel", {}),
+                "data": {
+                    "path": str(data),
+                    "sha256": data_sha256(data),
+                    "records": trained["records"],
+                },
+                "model": str(model_dir),
+                "train": {x: trained[x] for x in ("steps", "first_loss", "last_loss", "seconds")},
+                "eval": _only(ev),
+                "config": cfg_hash,
+            }
+            ledger.append(orjson.dumps(done[k]))
+    finally:
+        ledger.close()
+    return [done[k] for k in sorted(done)]
+
+
+def _only(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures of the one model an eval report holds."""
+    (figs,) = report["models"].values()
+    return figs

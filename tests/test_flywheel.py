@@ -1,0 +1,120 @@
+"""`agentmill flywheel`: one round with the real embedded model (sample with constrained first
+calls, score, filter, train one LoRA step, evaluate), killed with SIGKILL while it trains and
+resumed: the ledger holds each round once and no trajectory is sampled twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from agentmill.store import iter_jsonl
+
+
+def _lines(path: Path) -> list[dict]:
+    return [orjson.loads(line) for _, line in iter_jsonl(path)]
+
+
+def _write_configs(tmp_path: Path) -> Path:
+    tasks = [(3, 4), (12, 5), (7, 8)]
+    (tmp_path / "train.jsonl").write_text(
+        "".join(f'{{"question": "What is {a} + {b}?", "answer": "{a + b}"}}\n' for a, b in tasks)
+    )
+    (tmp_path / "held.jsonl").write_text('{"question": "What is 20 + 22?", "answer": "42"}\n')
+    run = {
+        "seed": 0,
+        "backends": {"teacher": {"type": "local", "model": "smollm2-135m"}},
+        "sources": [{"path": "train.jsonl", "field_map": {"prompt": "question"}}],
+        "rollout": {
+            "n": 2,
+            "tools": ["calculator"],
+            "agent": {"max_steps": 2, "first_tool_choice": "required"},
+            "params": {"temperature": 0.8, "max_tokens": 32},
+        },
+        "score": {"rewards": ["math"]},
+        "filter": {"valid_tool_calls_only": True},
+        "cache": {"path": str(tmp_path / "cache.sqlite")},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    fw = {
+        "name": "fw",
+        "run": "run.yaml",
+        "student": "smollm2-135m",
+        "eval_tasks": "held.jsonl",
+        "train": {"method": "sft", "max_steps": 1, "batch_size": 2, "max_length": 512},
+    }
+    (tmp_path / "flywheel.yaml").write_text(yaml.safe_dump(fw))
+    return tmp_path / "flywheel.yaml"
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*:FutureWarning")
+def test_one_round_resumes_after_sigkill(cli, tmp_path: Path, smollm_path: Path) -> None:
+    config, out = _write_configs(tmp_path), tmp_path / "fw"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "agentmill",
+        "flywheel",
+        str(config),
+        "--rounds",
+        "1",
+        "-o",
+        str(out),
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    data = out / "round-1" / "run" / "export" / "train.jsonl"
+    deadline = time.monotonic() + 600
+    while not data.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    proc.send_signal(signal.SIGKILL)  # while it trains
+    proc.wait()
+    assert not (out / "round-1" / "model" / "train.json").exists()
+    rollout = out / "round-1" / "run" / "rollout" / "records.jsonl"
+    sampled, calls = len(_lines(rollout)), len(_lines(out / "round-1" / "run" / "calls.jsonl"))
+    assert sampled == 6  # the run had finished: 3 tasks x 2 samples
+    assert [r["round"] for r in _lines(out / "ledger.jsonl")] == [0]
+
+    rc, stdout, err = cli("flywheel", config, "--rounds", "1", "-o", out)
+    assert rc == 0, stdout + err
+    ledger = _lines(out / "ledger.jsonl")
+    assert [r["round"] for r in ledger] == [0, 1]
+    assert len(_lines(rollout)) == sampled  # nothing sampled twice
+    assert len(_lines(out / "round-1" / "run" / "calls.jsonl")) == calls  # nor sampled again
+    one = ledger[1]
+    trained = orjson.loads((out / "round-1" / "model" / "train.json").read_bytes())
+    assert one["data"]["sha256"] == trained["data_sha256"] and one["train"]["steps"] == 1
+    assert one["data"]["records"] == one["funnel"]["kept"] > 0
+    assert one["eval"]["tasks"] == 1 and ledger[0]["eval"]["tasks"] == 1
+    # a finished flywheel asked again does nothing new
+    rc, _, _ = cli("flywheel", config, "--rounds", "1", "-o", out)
+    assert rc == 0 and len(_lines(out / "ledger.jsonl")) == 2
+    rc, _, _ = cli("report", out, "-o", tmp_path / "rounds.html")
+    page = (tmp_path / "rounds.html").read_text()
+    assert rc == 0 and 'data-chart="rounds-success"' in page and "round 1" in page
+
+
+def test_the_example_config_loads() -> None:
+    from agentmill.flywheel import load_flywheel
+    from agentmill.train.trainer import TrainOptions
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "flywheel" / "flywheel.yaml"
+    fw = load_flywheel(example)
+    assert fw.run.exists() and fw.eval_tasks.exists()
+    assert TrainOptions(**fw.train).method == "sft"
+    train = {
+        line.split('"question": ')[1]
+        for line in (fw.run.parent / "data" / "arithmetic.jsonl").read_text().splitlines()
+    }
+    held = {line.split('"question": ')[1] for line in fw.eval_tasks.read_text().splitlines()}
+    assert not train & held  # held out for real
