@@ -47,15 +47,23 @@ def _param_row(p) -> str:
     return f"| {names} | {kind}{' (required)' if p.required else ''} | {help_text}{default} |"
 
 
-def render() -> str:
-    group = typer.main.get_command(app)
-    parts = [HEADER]
+def _commands(group, prefix: str = "agentmill"):
+    """(full name, command) of every command, sub-groups' commands included, in order."""
     for name, cmd in group.commands.items():  # registration order
+        if hasattr(cmd, "commands"):  # a sub-group: `agentmill synth tools`, ...
+            yield from _commands(cmd, f"{prefix} {name}")
+        else:
+            yield f"{prefix} {name}", cmd
+
+
+def render() -> str:
+    parts = [HEADER]
+    for name, cmd in _commands(typer.main.get_command(app)):
         usage = " ".join(
             p.name.upper() if p.param_type_name == "argument" else "" for p in cmd.params
         ).split()
-        parts.append(f"## `agentmill {name}`\n\n{(cmd.help or '').strip()}\n")
-        parts.append(f"```\nagentmill {name} [OPTIONS] {' '.join(usage)}\n```\n")
+        parts.append(f"## `{name}`\n\n{(cmd.help or '').strip()}\n")
+        parts.append(f"```\n{name} [OPTIONS] {' '.join(usage)}\n```\n")
         parts.append("| name | kind | meaning |\n| --- | --- | --- |")
         parts.extend(_param_row(p) for p in cmd.params if p.name != "help")
         parts.append("")

@@ -31,17 +31,24 @@ def _losses(out: Path) -> list[float]:
     return [row["loss"] for row in _log(out) if "loss" in row]
 
 
+def _train(cli, method: str, data: Path, model: Path, out: Path, *options: str) -> list[float]:
+    """`agentmill train` with a high learning rate on a tiny set; the finite losses it logged."""
+    rc, stdout, err = cli(
+        "train", method, data, "--model", model, "--out", out, "--lr", "1e-2",
+        "--max-length", "1024", *options,
+    )  # fmt: skip
+    assert rc == 0, stdout + err
+    losses = _losses(out)
+    assert all(math.isfinite(x) for x in losses), losses
+    return losses
+
+
 def test_sft_lora_loss_falls_and_the_model_folder_loads(cli, tiny_llama, tmp_path) -> None:
     data = tmp_path / "sft.jsonl"
     records = export_jsonl(data, agent_trajectories() * 4, "trl-sft")  # a repeated tiny set
     out = tmp_path / "sft-model"
-    rc, stdout, err = cli(
-        "train", "sft", data, "--model", tiny_llama, "--out", out,
-        "--max-steps", "8", "--lr", "1e-2", "--batch-size", "4", "--max-length", "1024",
-    )  # fmt: skip
-    assert rc == 0, stdout + err
-    losses = _losses(out)
-    assert len(losses) == 8 and all(math.isfinite(x) for x in losses)
+    losses = _train(cli, "sft", data, tiny_llama, out, "--max-steps", "8", "--batch-size", "4")
+    assert len(losses) == 8
     # random weights start at ln(vocabulary) ~ 10.8; LoRA alone moves it slowly but surely
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.15, losses
     summary = orjson.loads((out / "train.json").read_bytes())
@@ -61,13 +68,10 @@ def test_dpo_lora_loss_falls(cli, tiny_llama, tmp_path) -> None:
     data = tmp_path / "dpo.jsonl"
     export_jsonl(data, dpo_samples() * 3, "trl-dpo")
     out = tmp_path / "dpo-model"
-    rc, stdout, err = cli(
-        "train", "dpo", data, "--model", tiny_llama, "--out", out,
-        "--max-steps", "6", "--lr", "1e-2", "--batch-size", "3", "--max-length", "1024",
-    )  # fmt: skip
-    assert rc == 0, stdout + err
-    losses = _losses(out)
-    assert losses[0] == pytest.approx(math.log(2), abs=0.02)  # policy == reference at start
+    losses = _train(cli, "dpo", data, tiny_llama, out, "--max-steps", "6", "--batch-size", "3")
+    assert len(losses) == 6 and losses[0] == pytest.approx(
+        math.log(2), abs=0.02
+    )  # policy == reference at start
     assert sum(losses[-2:]) / 2 < losses[0] - 0.05, losses
 
 

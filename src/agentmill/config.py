@@ -32,6 +32,7 @@ from agentmill.records import Message, SamplingParams, content_hash
 from agentmill.rollout.configs import AgentConfig, ToolConfig
 from agentmill.scoring.configs import ScoreConfig
 from agentmill.scoring.judge_config import JudgeConfig
+from agentmill.synth.configs import SynthSourceConfig, check_backends
 
 
 # ---------------------------------------------------------------- backends
@@ -161,9 +162,11 @@ def _source_type(v: Any) -> str:
     return (v.get("type") or "file") if isinstance(v, dict) else getattr(v, "type", "file")
 
 
-# More source kinds (synth) join this union; `type` defaults to "file".
+# `type` defaults to "file"; synth: tasks a generator model writes (synth/configs.py).
 SourceConfig = Annotated[
-    Annotated[FileSourceConfig, Tag("file")] | Annotated[TraceSourceConfig, Tag("traces")],
+    Annotated[FileSourceConfig, Tag("file")]
+    | Annotated[TraceSourceConfig, Tag("traces")]
+    | Annotated[SynthSourceConfig, Tag("synth")],
     Discriminator(_source_type),
 ]
 
@@ -246,6 +249,15 @@ class RunConfig(Component):
         return self
 
     @model_validator(mode="after")
+    def _bind_synth(self) -> RunConfig:
+        """Synth sources call named backends of this config (generator, solver, judge)."""
+        for i, src in enumerate(self.sources):
+            if src.type == "synth":
+                check_backends(src, self.backends, f"sources.{i}")
+                src.bind(self.backends, self.seed, self.cache.enabled, self.cache.path)
+        return self
+
+    @model_validator(mode="after")
     def _verl_tool_class(self) -> RunConfig:
         """Refuse before any rollout what the verl export would refuse after it."""
         for i, ex in enumerate(self.export):
@@ -263,7 +275,9 @@ class RunConfig(Component):
     def used_backends(self) -> dict[str, Any]:
         if not self.needs_rollout():
             return {}
-        return {self.rollout.backend: self.backends[self.rollout.backend]}
+        names = [self.rollout.backend]
+        names += [n for s in self.sources if s.type == "synth" for _, n in s.backend_names()]
+        return {name: self.backends[name] for name in names}
 
 
 # ---------------------------------------------------------------- fingerprints

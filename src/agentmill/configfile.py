@@ -72,12 +72,26 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    """Relative source paths in a config file are relative to that file's folder."""
+    """Relative paths in a config file are relative to that file's folder: source files,
+    a trace source's `logs`, a synth source's `corpus` and `tools` file, a search tool's
+    `corpus`. (A synth `tools` value that is not a .json/.py file is a module name.)"""
+
+    def fix(d: dict[str, Any], key: str) -> None:
+        if isinstance(d.get(key), str):
+            p = Path(d[key]).expanduser()
+            d[key] = str(p if p.is_absolute() else (base / p).resolve())
+
     for src in data.get("sources") or []:
-        for key in ("path", "logs"):  # `logs`: a trace source's OTLP logs file
-            if isinstance(src, dict) and isinstance(src.get(key), str):
-                p = Path(src[key]).expanduser()
-                src[key] = str(p if p.is_absolute() else (base / p).resolve())
+        if not isinstance(src, dict):
+            continue
+        for key in ("path", "logs", "corpus"):
+            fix(src, key)
+        if isinstance(src.get("tools"), str) and src["tools"].endswith((".json", ".py")):
+            fix(src, "tools")
+    rollout = data.get("rollout")
+    for tool in (rollout.get("tools") or []) if isinstance(rollout, dict) else []:
+        if isinstance(tool, dict):
+            fix(tool, "corpus")
 
 
 def compose(config: Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -129,8 +143,10 @@ def _tagged_models() -> dict[str, type[BaseModel]]:
     """Union members by their `type` tag (backends, sources, tools, rewards)."""
     from agentmill.rollout import configs as rc
     from agentmill.scoring import configs as sc
+    from agentmill.synth.configs import SynthSourceConfig
 
     members: list[type[BaseModel]] = [
+        SynthSourceConfig,
         OpenAIBackendConfig,
         LocalBackendConfig,
         ScriptedBackendConfig,

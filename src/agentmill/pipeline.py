@@ -128,6 +128,8 @@ def source_stage(
     bad: Counter[str] = Counter()
     duplicates = 0
     for src in cfg.sources:
+        if src.type == "synth" and summary.dry_run:  # a dry run makes no model calls
+            continue
         if src.type == "traces":  # writes the traces' trajectories into the rollout stage
             items = trace_items(src, store.stage(ROLLOUT), summary.traces)
         else:

@@ -24,6 +24,7 @@ from agentmill.cli import (
     models,
     report,
     run,
+    synth,
     train,
 )
 from agentmill.errors import AgentmillError
@@ -67,6 +68,7 @@ app.command("train")(train.train_cmd)
 app.command("merge")(train.merge_cmd)
 app.command("eval")(evaluate.eval_cmd)
 app.command("flywheel")(train.flywheel_cmd)
+app.add_typer(synth.app, name="synth")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,13 +20,13 @@ and retried on the next run.
 
 from __future__ import annotations
 
-import ast
 import re
 from typing import Any
 
 import orjson
 
 from agentmill.errors import AgentmillError
+from agentmill.jsontext import THINK, json_objects
 from agentmill.records import Message, SamplingParams, Trajectory, Verdict
 from agentmill.scoring.judge_config import JudgeConfig
 
@@ -43,8 +43,6 @@ CRITERIA = (
 NO_ANSWER = "no final answer (not sent to the judge)"
 UNPARSEABLE = "unparseable"
 
-_THINK = re.compile(r"<think>.*?(</think>|$)", re.S)
-_FENCE = re.compile(r"```[A-Za-z]*\s*(.*?)```", re.S)
 _LABEL = re.compile(
     r"\b(?:result|verdict|judge?ment|decision|rating|grade|label|assessment|evaluation)\b"
     r"[\s*_:=\-\u2013\u2014>\"'`]{0,8}(good|bad)\b",
@@ -142,7 +140,7 @@ def parse_verdict(text: str) -> tuple[str, str]:
     >>> parse_verdict("**GOOD**")[0], parse_verdict("Result: BAD")[0], parse_verdict("ok")[0]
     ('GOOD', 'BAD', 'ERROR')
     """
-    body = _THINK.sub("", text or "").strip()
+    body = THINK.sub("", text or "").strip()
     for found in (_from_objects(body), _from_text(body)):
         if found is not None:
             return found
@@ -152,7 +150,7 @@ def parse_verdict(text: str) -> tuple[str, str]:
 def _from_objects(text: str) -> tuple[str, str] | None:
     """From JSON (or Python-literal) objects in the text; None when none names a result."""
     found: list[tuple[str, str]] = []
-    for obj in _objects(text):
+    for obj in json_objects(text):
         got = _result_of(obj)
         if got is not None:
             found.append(got)
@@ -180,55 +178,6 @@ def _one(found: list[tuple[str, str]]) -> tuple[str, str] | None:
     if len({v for v, _ in found}) > 1:
         return "ERROR", f"{UNPARSEABLE}: both GOOD and BAD given"
     return found[-1]
-
-
-def _objects(text: str) -> list[dict[str, Any]]:
-    """Dicts parsed from the text: fenced blocks, the whole text, then each {...} span."""
-    candidates = [*_FENCE.findall(text), text, *_brace_spans(text)]
-    out: list[dict[str, Any]] = []
-    for c in candidates:
-        obj = _load(c.strip())
-        if isinstance(obj, dict) and obj not in out:
-            out.append(obj)
-    return out
-
-
-def _load(s: str) -> Any:
-    if not s.startswith("{"):
-        return None
-    try:
-        return orjson.loads(s)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return ast.literal_eval(s)  # single-quoted dicts; literals only, never code
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
-
-
-def _brace_spans(text: str) -> list[str]:
-    """Each outermost balanced {...} span, skipping braces inside quoted strings."""
-    spans: list[str] = []
-    depth, start, quote, escaped = 0, 0, "", False
-    for i, ch in enumerate(text):
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
-            continue
-        if ch in "\"'" and depth:
-            quote = ch
-        elif ch == "{":
-            start = i if depth == 0 else start
-            depth += 1
-        elif ch == "}" and depth:
-            depth -= 1
-            if depth == 0:
-                spans.append(text[start : i + 1])
-    return spans
 
 
 def _result_of(obj: dict[str, Any]) -> tuple[str, str] | None:

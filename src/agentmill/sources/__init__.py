@@ -11,6 +11,7 @@ from agentmill.sources.files import Bad
 
 SOURCES: dict[str, str] = {
     "file": "agentmill.sources.files:iter_tasks",
+    "synth": "agentmill.synth.source:iter_tasks",
 }
 
 

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from agentmill.config import FieldMap, FileSourceConfig
 from agentmill.errors import UserError
-from agentmill.records import Message, Provenance, Task
+from agentmill.records import ExpectedCall, Message, Provenance, Task
 
 PROMPT_NAMES = ("prompt", "question", "problem", "query", "instruction", "input")
 ANSWER_NAMES = ("ground_truth", "answer", "solution", "reference", "target", "output")
@@ -215,7 +215,9 @@ def _build(row: dict[str, Any], where: str, cfg: FileSourceConfig, fm: FieldMap)
         prompt.insert(0, Message(role="system", content=system))
     tools = _tools(row.get(fm.tools or "tools"))
     id_col = _pick(row, fm.id, ("id",))
+    expected = _expected_calls(row.get("expected_calls"))  # e.g. tasks `agentmill synth` wrote
     used = {msg_col, prompt_col, answer_col, system_col, fm.tools or "tools", id_col}
+    used.add("expected_calls")
     metadata = {k: v for k, v in row.items() if k not in used}
     prov = Provenance(
         source="file",
@@ -228,6 +230,18 @@ def _build(row: dict[str, Any], where: str, cfg: FileSourceConfig, fm: FieldMap)
         prompt=prompt,
         ground_truth=ground_truth,
         tools=tools,
+        expected_calls=expected,
         metadata=metadata,
         provenance=prov,
     )
+
+
+def _expected_calls(value: Any) -> list[ExpectedCall] | None:
+    """The `tool_call` reward's expected calls: a list (or its JSON text); [] means no call."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = orjson.loads(value)
+    if not isinstance(value, list):
+        raise ValueError("expected_calls must be a list of {name, arguments, step}")
+    return [ExpectedCall.model_validate(c) for c in value]
