@@ -7,7 +7,7 @@ from agentmill.backends.instrumented import Instrumented
 from agentmill.backends.scripted import ScriptedBackend
 from agentmill.config import ScriptedBackendConfig
 from agentmill.records import Message, SamplingParams
-from agentmill.rollout.agent import Agent
+from agentmill.rollout.agent import INJECTED_FAILURE, Agent
 from agentmill.rollout.configs import AgentConfig
 from agentmill.rollout.tools import ToolError
 
@@ -145,3 +145,29 @@ def test_length_stop_and_first_step_tool_choice() -> None:
 
 def loop_reply() -> dict:
     return {"tool_calls": [{"name": "echo", "arguments": {"x": "y"}}]}
+
+
+def test_injected_failure_then_recovery() -> None:
+    call = {"tool_calls": [{"name": "echo", "arguments": '{"x": "a"}'}]}
+    r, _ = _run([call, call, "done a"], AgentConfig(inject_tool_failure=1.0))
+    assert _tool_outputs(r) == [INJECTED_FAILURE, "echo:a"]  # the retry gets the real result
+    assert r.injected == r.messages[1].tool_calls[0].id and r.recovered()
+    assert r.stats.tool_errors == 1 and r.final_answer == "done a"
+    # the model gives up after the failure: injected, not recovered
+    r, _ = _run([call, "sorry"], AgentConfig(inject_tool_failure=1.0))
+    assert r.injected is not None and not r.recovered()
+    # rate 0: never; a malformed first call is not the one that fails
+    r, _ = _run([call, "done a"], AgentConfig())
+    assert r.injected is None and _tool_outputs(r) == ["echo:a"]
+    bad = {"tool_calls": [{"name": "echo", "arguments": "{x"}]}
+    r, _ = _run([bad, call, "done a"], AgentConfig(inject_tool_failure=1.0))
+    assert _tool_outputs(r)[1] == INJECTED_FAILURE
+
+
+def test_injection_is_chosen_by_the_sample_key() -> None:
+    agent = Agent(
+        backend=None, tools={}, cfg=AgentConfig(inject_tool_failure=0.5), params=SamplingParams()
+    )
+    picks = [agent._injects(f"task{i}#0", 0) for i in range(400)]
+    assert picks == [agent._injects(f"task{i}#0", 0) for i in range(400)]  # stable on resume
+    assert 150 < sum(picks) < 250

@@ -121,3 +121,14 @@ def test_resolved_config_holds_only_the_key_variable_name(tmp_path: Path, monkey
     monkeypatch.setenv("MY_KEY", "sk-secret-123")
     text = dump_config(load_config(_write(tmp_path, BASE)))
     assert "MY_KEY" in text and "sk-secret-123" not in text
+
+
+def test_recipe_configs_load() -> None:
+    from agentmill.configfile import load_config
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "recipes"
+    recovery = load_config(root / "recovery.yaml")
+    assert recovery.rollout.agent.inject_tool_failure == 0.5
+    assert recovery.sources[0].path.exists()
+    cot = load_config(root / "cot.yaml")
+    assert cot.dedup is not None and cot.balance is not None and cot.balance.key == "task_id"

@@ -355,3 +355,11 @@ def test_doctests_of_the_stage_modules() -> None:
     for mod in (agentmill.curation.stage, agentmill.curation.dedup_config):
         result = doctest.testmod(mod)
         assert result.attempted > 0 and result.failed == 0, mod.__name__
+
+
+def test_printed_reasons_are_text_not_emoji_codes(cli, tmp_path) -> None:
+    """`balance_cap:A:` must not turn into an emoji: data is printed as it is."""
+    fixture = Path(__file__).parent / "fixtures" / "analyze" / "trajectories.jsonl"
+    out = tmp_path / "b.jsonl"
+    rc, stdout, _ = cli("balance", fixture, "-o", out, "--key", "task_id", "--cap", "1")
+    assert rc == 0 and "balance_cap:A: 1" in stdout

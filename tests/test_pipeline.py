@@ -186,3 +186,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, cli, write_config, tasks_fil
 def test_models_lists_the_embedded_model(cli) -> None:
     rc, stdout, _ = cli("models")
     assert rc == 0 and "smollm2-135m" in stdout
+
+
+def test_injected_failures_are_marked_on_the_trajectories(tmp_path, cli, write_config) -> None:
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text('{"question": "2+2?", "answer": "4"}\n{"question": "3+3?", "answer": "6"}\n')
+    call = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]}
+    cfg = _cfg(tasks, n=1, replies=[call, call, "4"])
+    cfg["backends"]["teacher"]["max_concurrency"] = 1
+    cfg["rollout"] |= {"tools": ["calculator"], "agent": {"inject_tool_failure": 1.0}}
+    out = tmp_path / "run"
+    rc, stdout, _ = cli("run", write_config(cfg), "--out", out)
+    assert rc == 0, stdout
+    trajs = _lines(out / "rollout" / "records.jsonl")
+    assert len(trajs) == 2
+    for t in trajs:
+        tool_msgs = [m for m in t["messages"] if m["role"] == "tool"]
+        assert tool_msgs[0]["content"].startswith("Error: the tool is temporarily unavailable")
+        assert t["metadata"]["injected_failure"] == tool_msgs[0]["tool_call_id"]
+        assert t["metadata"]["recovered"] == (tool_msgs[-1]["content"] == "4")

@@ -323,6 +323,9 @@ def _trajectory_metadata(r: AgentResult, few_shot: int) -> dict[str, Any]:
         meta["cached_steps"] = r.cached_steps
     if few_shot:
         meta["few_shot_turns"] = few_shot  # sent to the model, left out of `messages`
+    if r.injected is not None:  # AgentConfig.inject_tool_failure
+        meta["injected_failure"] = r.injected
+        meta["recovered"] = r.recovered()
     return meta
 
 

@@ -33,7 +33,7 @@ def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Calla
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with Progress(*columns, console=Console(stderr=True, emoji=False), transient=False) as bar:
         task = bar.add_task(label, total=total, rate="")
 
         def advance() -> None:

@@ -37,7 +37,7 @@ app = typer.Typer(
     help="Turn tasks and agent traces into verified training data for tool-using LLM agents.",
 )
 _state = {"verbose": False}
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 @app.callback()

@@ -26,7 +26,7 @@ def analyze_cmd(
     if as_json:
         typer.echo(orjson.dumps(an, option=orjson.OPT_INDENT_2).decode())
         return
-    con = Console()
+    con = Console(emoji=False)
     for table in analysis_tables(an):
         if table.row_count:
             con.print(table)
@@ -102,7 +102,7 @@ def compare_cmd(
     table = Table("figure", first, second, f"{second} - {first}")
     for row in cmp["rows"]:
         table.add_row(row["figure"], *_cells(row))
-    Console().print(table)
+    Console(emoji=False).print(table)
 
 
 def _cells(row: dict[str, Any]) -> list[str]:

@@ -45,7 +45,7 @@ def check_template_cmd(
 
 
 def _print(r: Report) -> None:
-    con = Console(highlight=False, soft_wrap=True)
+    con = Console(highlight=False, soft_wrap=True, emoji=False)
     markers = "yes" if r.markers else "no"
     con.print(f"checked {r.checked} records of {r.path}")
     con.print(f"  tokenizer {r.tokenizer}; template {escape(r.template)}; markers {markers}")

@@ -36,7 +36,7 @@ def _run(
     name: str, src: Path, out: Path, cfg: Any, strict: bool, tasks: Path | None = None
 ) -> None:
     r, stats = curate_file(name, src, out, cfg, strict, tasks)
-    con = Console(highlight=False)
+    con = Console(highlight=False, emoji=False)
     con.print(f"read {r.read}   kept {r.written}   -> {r.out}", markup=False)
     for line in funnel_lines({name: stats}):
         con.print(f"  {line}", markup=False)

@@ -16,7 +16,7 @@ from agentmill.fileops import FileResult, export_file, filter_file, score_file
 
 
 def _report(r: FileResult, verb: str) -> None:
-    con = Console()
+    con = Console(emoji=False)
     con.print(f"read {r.read}   {verb} {r.written}   -> {r.out}")
     for reason, n in r.dropped.most_common():
         con.print(f"  dropped {reason}: {n}")
@@ -166,6 +166,6 @@ def export_cmd(
     result = export_file(src, out, cfg, tasks, strict)
     _report(result, "exported")
     for path, n in result.files.items():
-        Console().print(f"  {path}: {n}")
+        Console(emoji=False).print(f"  {path}: {n}")
     for note in result.notes:
-        Console().print(f"  [yellow]note[/] {note}")
+        Console(emoji=False).print(f"  [yellow]note[/] {note}")

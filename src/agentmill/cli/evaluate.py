@@ -59,7 +59,7 @@ def print_eval(report: dict[str, Any], tasks: Path, out: Path) -> None:
     table = Table("figure (95% CI)", *results, title=f"eval on {tasks}")
     for key, label in ROWS:
         table.add_row(label, *(_cell(r[key]) for r in results.values()))
-    Console().print(table)
+    Console(emoji=False).print(table)
     typer.echo(f"eval.json: {out / 'eval.json'}")
 
 

@@ -84,7 +84,7 @@ def _when(value: str | None, option: str) -> datetime | None:
 
 
 def _report(s: IngestSummary, out: Path, tasks_out: Path | None) -> None:
-    con = Console(highlight=False, soft_wrap=True)
+    con = Console(highlight=False, soft_wrap=True, emoji=False)
     read = ", ".join(f"{k} {v}" for k, v in s.read.items() if v) or "nothing"
     con.print(f"read: {read}")
     line = f"built {s.built} trajectories: {s.written} new -> {out}"

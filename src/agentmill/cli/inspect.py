@@ -28,7 +28,7 @@ def status_cmd(
     if as_json:
         typer.echo(orjson.dumps(s, option=orjson.OPT_INDENT_2).decode())
         return
-    con = Console()
+    con = Console(emoji=False)
     state = "complete" if s["pending"] == 0 and not s["failed"] else "incomplete"
     con.print(f"[bold]{s['name']}[/] ({s['run_id']}) at {s['run_dir']}: [bold]{state}[/]")
     table = Table("stage", "done", "pending", "failed", "by reason")
@@ -80,7 +80,7 @@ def show_cmd(
         raise UserError(
             f"--index {index} is out of range: {file} has {len(recs)} records (0..{len(recs) - 1})"
         )
-    Console().print(render_record(recs[index], index % len(recs)))  # -1: the last one's number
+    Console(emoji=False).print(render_record(recs[index], index % len(recs)))  # -1: the last one's number
 
 
 def render_record(rec: dict[str, Any], index: int) -> Group:
@@ -157,7 +157,7 @@ def stats_cmd(
         if key == "file":
             continue
         table.add_row(key, _fmt(value))
-    Console().print(table)
+    Console(emoji=False).print(table)
 
 
 def _fmt(value: Any) -> str:

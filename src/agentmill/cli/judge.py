@@ -64,7 +64,7 @@ def _rubric(text: str | None, path: Path | None) -> str | None:
 
 
 def _report(r: JudgeFileResult) -> None:
-    con = Console()
+    con = Console(emoji=False)
     v = r.verdicts
     con.print(
         f"read {r.read}   judged {sum(v.values())}: GOOD {v['GOOD']}   BAD {v['BAD']}   "

@@ -17,12 +17,12 @@ def models_cmd(
 
     if prepare:
         path = resolve_model(prepare)
-        Console().print(f"{prepare}: ready at {path}")
+        Console(emoji=False).print(f"{prepare}: ready at {path}")
         return
     table = Table("name", "cached", "path", "source", "description")
     for m in list_models():
         table.add_row(
             m["name"], "yes" if m["cached"] else "no", str(m["path"]), m["source"], m["description"]
         )
-    Console().print(table)
-    Console().print("Any local Hugging Face model folder (with config.json) works as `model:` too.")
+    Console(emoji=False).print(table)
+    Console(emoji=False).print("Any local Hugging Face model folder (with config.json) works as `model:` too.")

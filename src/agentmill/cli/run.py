@@ -53,7 +53,7 @@ def run_cmd(
 
 
 def print_summary(s: RunSummary) -> None:
-    con = Console()
+    con = Console(emoji=False)
     if s.topped_up:
         con.print(f"topped up: {'; '.join(s.topped_up)}")
     verb = "planned" if s.dry_run else "finished"

@@ -110,7 +110,7 @@ def _run(
     src = load_source(given, config, overrides)
     outcomes, stats = synthesize(src, no_cache=no_cache, show_progress=True)
     write_outputs(outcomes, out, stats)
-    con = Console()
+    con = Console(emoji=False)
     con.print(
         f"[bold]synth {src.kind}[/]: {stats['candidates']} candidates, kept {stats['kept']} "
         f"({100 * stats['keep_rate']:.1f}%) in {stats['seconds']:.1f}s "

@@ -74,7 +74,7 @@ def train_cmd(
         hint = "; use sft, dpo or grpo" if where == "method" else ""
         raise UserError(f"train {where}: {err['msg']}{hint}") from None
     s = train(data, model, out, opts)
-    con = Console()
+    con = Console(emoji=False)
     losses = f"loss {s['first_loss']:.4g} -> {s['last_loss']:.4g}" if s["first_loss"] else ""
     con.print(
         f"[bold]trained[/] {s['method']} on {s['records']} records, {s['steps']} steps "
@@ -104,7 +104,7 @@ def merge_cmd(
     from agentmill.train.merge import merge
 
     s = merge(config, out, seed)
-    Console().print(
+    Console(emoji=False).print(
         f"[bold]merged[/] ({s['merge_method']}) into {s['model']} in {s['seconds']:.1f}s",
         highlight=False,
     )
@@ -140,4 +140,4 @@ def flywheel_cmd(
             f"{100 * ev['success']['value']:.1f}% [{100 * lo:.0f}-{100 * hi:.0f}]",
             f"{100 * ev['called']['value']:.1f}%",
         )
-    Console().print(table)
+    Console(emoji=False).print(table)

@@ -18,6 +18,7 @@ Records always hold canonical OpenAI-style messages, whatever protocol the model
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ from agentmill.rollout.protocol import parse_tool_calls, to_text_messages
 from agentmill.rollout.tools import Tool, ToolError
 
 CALL_HINT = 'Write <tool_call>{"name": ..., "arguments": {...}}</tool_call>.'
+# What an injected failure looks like to the model: a transient error worth retrying.
+INJECTED_FAILURE = "Error: the tool is temporarily unavailable (timed out); try the call again."
 
 
 @dataclass
@@ -41,6 +44,28 @@ class AgentResult:
     latency_s: float = 0.0
     model: str | None = None
     cached_steps: int = 0
+    inject: bool = False  # this sample's first valid call is to fail (AgentConfig)
+    injected: str | None = None  # the id of the call that got the injected failure
+
+    def recovered(self) -> bool:
+        """After the injected failure, a call of the same tool returned a result."""
+        if self.injected is None:
+            return False
+        failed = next(
+            (
+                i
+                for i, m in enumerate(self.messages)
+                if m.role == "tool" and m.tool_call_id == self.injected
+            ),
+            None,
+        )
+        if failed is None:
+            return False
+        tool = self.messages[failed].name
+        return any(
+            m.role == "tool" and m.name == tool and not m.text.startswith("Error")
+            for m in self.messages[failed + 1 :]
+        )
 
 
 @dataclass
@@ -63,7 +88,7 @@ class Agent:
         self, messages: list[Message], sample_index: int = 0, key: str = ""
     ) -> AgentResult:
         """Run the loop from `messages` (the prompt) until an answer or a limit."""
-        result = AgentResult(messages=list(messages))
+        result = AgentResult(messages=list(messages), inject=self._injects(key, sample_index))
         start = time.monotonic()
         try:
             async with asyncio.timeout(self.cfg.max_wall_s):
@@ -72,6 +97,13 @@ class Agent:
             result.stop_reason = "timeout"
         result.latency_s = time.monotonic() - start
         return result
+
+    def _injects(self, key: str, sample_index: int) -> bool:
+        rate = self.cfg.inject_tool_failure
+        if rate <= 0:
+            return False
+        h = hashlib.sha256(f"inject|{key}|{sample_index}".encode()).digest()
+        return int.from_bytes(h[:8], "big") / 2**64 < rate
 
     async def _loop(self, r: AgentResult, sample_index: int, key: str) -> None:
         while True:
@@ -89,7 +121,7 @@ class Agent:
                 r.final_answer = message.text
                 r.stop_reason = "length" if c.finish_reason == "length" else "answer"
                 return
-            r.messages.extend(await self._observe(message.tool_calls, errors, r.stats))
+            r.messages.extend(await self._observe(message.tool_calls, errors, r))
 
     async def _complete(
         self, r: AgentResult, budget: int, sample_index: int, key: str
@@ -138,16 +170,16 @@ class Agent:
         return message, errors
 
     async def _observe(
-        self, calls: list[ToolCall], errors: dict[str, str], stats: AgentStats
+        self, calls: list[ToolCall], errors: dict[str, str], r: AgentResult
     ) -> list[Message]:
-        outputs = await asyncio.gather(*(self._call(c, errors.get(c.id), stats) for c in calls))
+        outputs = await asyncio.gather(*(self._call(c, errors.get(c.id), r) for c in calls))
         return [
             Message(role="tool", tool_call_id=c.id, name=c.function.name or None, content=out)
             for c, out in zip(calls, outputs, strict=True)
         ]
 
-    async def _call(self, call: ToolCall, parse_error: str | None, stats: AgentStats) -> str:
-        fn = call.function
+    async def _call(self, call: ToolCall, parse_error: str | None, r: AgentResult) -> str:
+        fn, stats = call.function, r.stats
         stats.tool_calls += 1
         if fn.arguments is None:
             stats.malformed_calls += 1
@@ -159,6 +191,10 @@ class Agent:
             names = ", ".join(self.tools) or "none"
             return f"Error: unknown tool {fn.name!r}; available tools: {names}."
         stats.by_tool[fn.name] = stats.by_tool.get(fn.name, 0) + 1
+        if r.inject and r.injected is None:  # this sample's first valid call fails
+            r.injected = call.id
+            stats.tool_errors += 1
+            return INJECTED_FAILURE
         try:
             return await asyncio.wait_for(tool.call(fn.arguments), self.cfg.tool_timeout_s)
         except ToolError as e:

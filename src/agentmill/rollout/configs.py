@@ -79,3 +79,7 @@ class AgentConfig(Component):
     tool_timeout_s: float = Field(default=30.0, gt=0)
     # tool_choice of the FIRST step only (later steps use params.tool_choice); e.g. "required"
     first_tool_choice: str | None = None
+    # The fraction of samples whose first valid tool call gets a transient failure instead of
+    # its result (chosen by a hash of the sample's key: the same on every resume), so the
+    # data holds trajectories in which a call fails and the model recovers.
+    inject_tool_failure: float = Field(default=0.0, ge=0.0, le=1.0)
