@@ -80,7 +80,8 @@ def show_cmd(
         raise UserError(
             f"--index {index} is out of range: {file} has {len(recs)} records (0..{len(recs) - 1})"
         )
-    Console(emoji=False).print(render_record(recs[index], index % len(recs)))  # -1: the last one's number
+    # index % len: -1 is shown as the last record's number
+    Console(emoji=False).print(render_record(recs[index], index % len(recs)))
 
 
 def render_record(rec: dict[str, Any], index: int) -> Group:

@@ -24,5 +24,6 @@ def models_cmd(
         table.add_row(
             m["name"], "yes" if m["cached"] else "no", str(m["path"]), m["source"], m["description"]
         )
-    Console(emoji=False).print(table)
-    Console(emoji=False).print("Any local Hugging Face model folder (with config.json) works as `model:` too.")
+    con = Console(emoji=False)
+    con.print(table)
+    con.print("Any local Hugging Face model folder (with config.json) works as `model:` too.")
