@@ -35,7 +35,7 @@ def _train(cli, method: str, data: Path, model: Path, out: Path, *options: str) 
     """`agentmill train` with a high learning rate on a tiny set; the finite losses it logged."""
     rc, stdout, err = cli(
         "train", method, data, "--model", model, "--out", out, "--lr", "1e-2",
-        "--max-length", "1024", *options,
+        "--max-length", "512", "--batch-size", "2", *options,
     )  # fmt: skip
     assert rc == 0, stdout + err
     losses = _losses(out)
@@ -47,12 +47,12 @@ def test_sft_lora_loss_falls_and_the_model_folder_loads(cli, tiny_llama, tmp_pat
     data = tmp_path / "sft.jsonl"
     records = export_jsonl(data, agent_trajectories() * 4, "trl-sft")  # a repeated tiny set
     out = tmp_path / "sft-model"
-    losses = _train(cli, "sft", data, tiny_llama, out, "--max-steps", "8", "--batch-size", "4")
-    assert len(losses) == 8
+    losses = _train(cli, "sft", data, tiny_llama, out, "--max-steps", "6")
+    assert len(losses) == 6
     # random weights start at ln(vocabulary) ~ 10.8; LoRA alone moves it slowly but surely
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.15, losses
     summary = orjson.loads((out / "train.json").read_bytes())
-    assert summary["records"] == len(records) and summary["steps"] == 8
+    assert summary["records"] == len(records) and summary["steps"] == 6
     assert summary["data_sha256"] == __import__("hashlib").sha256(data.read_bytes()).hexdigest()
     assert summary["chat_template"] == "the model's own"  # tiny_llama carries our template
     assert (out / "adapter" / "adapter_config.json").exists()
@@ -60,16 +60,18 @@ def test_sft_lora_loss_falls_and_the_model_folder_loads(cli, tiny_llama, tmp_pat
 
     merged = AutoModelForCausalLM.from_pretrained(out)  # plain weights: LoRA merged in
     assert not any("lora" in name for name, _ in merged.named_parameters())
+    from trl.chat_template_utils import has_generation_markers
+
     tok = AutoTokenizer.from_pretrained(out)
-    assert "{% generation %}" in tok.chat_template  # saved with the template it trained with
+    assert has_generation_markers(tok.chat_template)  # saved with the template it trained with
 
 
 def test_dpo_lora_loss_falls(cli, tiny_llama, tmp_path) -> None:
     data = tmp_path / "dpo.jsonl"
     export_jsonl(data, dpo_samples() * 3, "trl-dpo")
     out = tmp_path / "dpo-model"
-    losses = _train(cli, "dpo", data, tiny_llama, out, "--max-steps", "6", "--batch-size", "3")
-    assert len(losses) == 6 and losses[0] == pytest.approx(
+    losses = _train(cli, "dpo", data, tiny_llama, out, "--max-steps", "4")
+    assert len(losses) == 4 and losses[0] == pytest.approx(
         math.log(2), abs=0.02
     )  # policy == reference at start
     assert sum(losses[-2:]) / 2 < losses[0] - 0.05, losses
