@@ -118,7 +118,10 @@ def test_synth_source_in_a_run_config_records_drops_and_resumes(
         and task["provenance"]["source"] == "synth"
     )
     stats = json.loads((run / "source" / "stats.json").read_text())
-    assert stats["tasks"] == 1 and stats["bad_records"] == {"synth_unparseable": 1}
+    assert stats["tasks"] == 1 and stats["synth_dropped"] == {"synth_unparseable": 1}
+    assert stats["bad_records"] == {}  # drops are the checks working, not bad input
+    synth_calls = [c for c in lines(run / "calls.jsonl") if c["backend"] == "generator"]
+    assert len(synth_calls) == 2  # the generator's calls are logged like the rollout's
     (failure,) = lines(run / "failures.jsonl")
     assert failure["reason"] == "synth_unparseable" and "garbage" in failure["error"]
     assert len(lines(run / "rollout" / "records.jsonl")) == 1

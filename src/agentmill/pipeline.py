@@ -87,7 +87,7 @@ def run(
     summary = RunSummary(run_dir=store.root, topped_up=grown, dry_run=dry_run)
     start = time.time()
     try:
-        tasks = source_stage(cfg, store, limit, summary)
+        tasks = source_stage(cfg, store, limit, summary, no_cache)
         sampled = [t for t in tasks if t.id not in summary.traces.task_ids]
         if dry_run:
             _plan_rollout(cfg, store, sampled, summary)
@@ -119,24 +119,36 @@ def _write_report(run_dir: Path, summary: RunSummary) -> None:
 
 # ---------------------------------------------------------------- source stage
 def source_stage(
-    cfg: RunConfig, store: RunStore, limit: int | None, summary: RunSummary
+    cfg: RunConfig,
+    store: RunStore,
+    limit: int | None,
+    summary: RunSummary,
+    no_cache: bool = False,
 ) -> list[Task]:
-    """Read every source; append new tasks to source/records.jsonl; count bad records."""
+    """Read every source; append new tasks to source/records.jsonl; count bad records.
+
+    A synth source's dropped candidates are not bad records (they are the checks working):
+    they go to failures.jsonl and to `synth_dropped` in the stats, and never count toward
+    `strict` / `max_bad_fraction`; its model calls go to calls.jsonl like the rollout's."""
     stage = store.stage(SOURCE)
     known = stage.done_keys("id")
     tasks: dict[str, Task] = {}
     bad: Counter[str] = Counter()
+    synth_dropped: Counter[str] = Counter()
     duplicates = 0
     for src in cfg.sources:
-        if src.type == "synth" and summary.dry_run:  # a dry run makes no model calls
-            continue
+        if src.type == "synth":
+            if summary.dry_run:  # a dry run makes no model calls
+                continue
+            src.run_context(call_log=store.calls, no_cache=no_cache)
         if src.type == "traces":  # writes the traces' trajectories into the rollout stage
             items = trace_items(src, store.stage(ROLLOUT), summary.traces)
         else:
             items = iter_source(src)
         for item in items:
             if isinstance(item, Bad):
-                bad[item.reason] += 1
+                synth = src.type == "synth"
+                (synth_dropped if synth else bad)[item.reason] += 1
                 store.failures.add(SOURCE, item.key, item.reason, item.detail)
                 continue
             if item.id in tasks:
@@ -155,6 +167,8 @@ def source_stage(
         "duplicates": duplicates,
         "stored": len(known | set(tasks)),
     }
+    if synth_dropped:
+        stats["synth_dropped"] = dict(synth_dropped)
     stage.write_stats(stats)
     store.record_stage(SOURCE, **stats)
     return list(tasks.values())

@@ -96,6 +96,12 @@ class SynthSourceConfig(Component):
         used = {name: backends[name] for _, name in self.backend_names()}
         self._context = {"backends": used, "seed": seed, "cache": cache, "cache_path": cache_path}
 
+    def run_context(self, call_log: Any = None, no_cache: bool = False) -> None:
+        """Inside a run: log model calls to its calls.jsonl; `--no-cache` turns the cache off."""
+        self._context["call_log"] = call_log
+        if no_cache:
+            self._context["cache"] = False
+
 
 def check_backends(src: SynthSourceConfig, backends: dict[str, Any], where: str) -> None:
     """Refuse a synth source naming a backend that is not defined."""

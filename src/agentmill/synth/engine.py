@@ -107,7 +107,8 @@ class Models:
 
 
 def build_models(src: SynthSourceConfig, no_cache: bool = False) -> Models:
-    """Backends named by the source, each wrapped with the response cache (no call log)."""
+    """Backends named by the source, each wrapped with the response cache and, inside a run,
+    the run's call log."""
     from agentmill.cache import ResponseCache
     from agentmill.pipeline import default_cache_path
 
@@ -120,7 +121,13 @@ def build_models(src: SynthSourceConfig, no_cache: bool = False) -> Models:
         if name not in built:
             bcfg = ctx["backends"][name]
             fp = content_hash(config_view(bcfg, "fingerprint"))
-            built[name] = Instrumented(build_backend(name, bcfg), fp, ctx["seed"], cache=cache)
+            built[name] = Instrumented(
+                build_backend(name, bcfg),
+                fp,
+                ctx["seed"],
+                cache=cache,
+                call_log=ctx.get("call_log"),
+            )
     solver = built[src.solver or src.generator] if src.kind == "docs" else None
     judge = built[src.judge] if src.judge else None
     return Models(built[src.generator], solver, judge)

@@ -3,10 +3,10 @@
 The source stage reads it like any source: kept candidates are yielded as tasks (appended to
 `source/records.jsonl`); each dropped candidate is yielded as a `Bad` item with the reason
 `synth_<reason>`, so it lands in `failures.jsonl` with the generated candidate as its detail
-and is counted by reason in `source/stats.json` (`bad_records`). Because of that, `strict`
-and `max_bad_fraction` would treat drops as bad records: leave them unset with a synth
-source. The run's response cache makes a resumed or repeated run replay the same candidates
-without model calls; growing `n` tops the run up with new candidates.
+and is counted by reason in `source/stats.json` (`synth_dropped`; not `bad_records`, so
+`strict` and `max_bad_fraction` are not affected). Model calls go to the run's `calls.jsonl`.
+The run's response cache makes a resumed or repeated run replay the same candidates without
+model calls (`--no-cache` turns it off); growing `n` tops the run up with new candidates.
 """
 
 from __future__ import annotations
