@@ -17,6 +17,8 @@ import yaml
 
 from agentmill.store import iter_jsonl
 
+pytest_plugins = ["trainer_fixtures"]  # tiny_llama
+
 
 def _lines(path: Path) -> list[dict]:
     return [orjson.loads(line) for _, line in iter_jsonl(path)]
@@ -118,3 +120,48 @@ def test_the_example_config_loads() -> None:
     }
     held = {line.split('"question": ')[1] for line in fw.eval_tasks.read_text().splitlines()}
     assert not train & held  # held out for real
+
+
+@pytest.mark.model
+@pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*:FutureWarning")
+def test_feedback_flywheel_from_chat_logs(cli, tmp_path: Path, tiny_llama: Path) -> None:
+    """The feedback cycle in one config: production chat logs -> judge -> kept tasks -> the
+    agent re-run on them -> train -> eval. The judge and the teacher are the scripted FAKE
+    backend (control flow); the student is the tiny random Llama, trained and evaluated for real."""
+    chats = Path(__file__).resolve().parents[1] / "examples" / "data" / "feedback_chats.jsonl"
+    good = '{"result": "GOOD", "reason": "fine"}'
+    feedback = {
+        "backends": {"judge": {"type": "scripted", "replies": [good]}},
+        "sources": [{"type": "traces", "format": "chat-logs", "path": str(chats)}],
+        "judge": {"backend": "judge", "keep": ["GOOD"]},
+        "tasks_out": {"path": "{run}/tasks.jsonl"},
+        "cache": {"enabled": False},
+    }
+    run = {
+        "backends": {"teacher": {"type": "scripted", "replies": ["We can help with that."]}},
+        "sources": [{"path": "unused.jsonl"}],
+        "rollout": {"n": 1, "params": {"max_tokens": 8}},
+        "cache": {"enabled": False},
+    }
+    (tmp_path / "feedback.yaml").write_text(yaml.safe_dump(feedback))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    (tmp_path / "held.jsonl").write_text('{"question": "Do you ship to Peru?", "answer": "yes"}\n')
+    fw = {
+        "name": "fb",
+        "feedback": "feedback.yaml",
+        "run": "run.yaml",
+        "student": str(tiny_llama),
+        "eval_tasks": "held.jsonl",
+        "train": {"method": "sft", "max_steps": 1, "batch_size": 2, "max_length": 256},
+    }
+    (tmp_path / "fw.yaml").write_text(yaml.safe_dump(fw))
+    out = tmp_path / "fb"
+    rc, stdout, err = cli("flywheel", tmp_path / "fw.yaml", "--rounds", "1", "-o", out)
+    assert rc == 0, stdout + err
+    kept = _lines(out / "feedback" / "tasks.jsonl")
+    ledger = _lines(out / "ledger.jsonl")
+    assert ledger[0]["feedback"]["judged"]["GOOD"] > 0 and len(kept) > 0
+    # every kept task was re-run by the agent, and the student trained on the result
+    rerun = _lines(out / "round-1" / "run" / "rollout" / "records.jsonl")
+    assert {t["task_id"] for t in rerun} == {t["id"] for t in kept}
+    assert ledger[1]["data"]["records"] == len(rerun) and ledger[1]["eval"]["tasks"] == 1

@@ -126,9 +126,11 @@ def figures(run_dir: Path) -> dict[str, Any]:
         for _, line in iter_jsonl(run_dir / "source" / "records.jsonl")
     }
     src = run_dir / "score" / "records.jsonl"
+    if not src.exists():  # a config with no rewards: nothing is scored, success is 0
+        src = run_dir / "rollout" / "records.jsonl"
     trajs = [orjson.loads(line) for _, line in iter_jsonl(src)]
     if not trajs:
-        raise UserError(f"{run_dir} has no scored trajectories; did the eval run finish?")
+        raise UserError(f"{run_dir} has no trajectories; did the eval run finish?")
     success = called = calls = malformed = 0
     selection: list[bool] = []
     arguments: list[float] = []

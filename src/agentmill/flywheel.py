@@ -6,10 +6,14 @@
     eval_tasks: data/held_out.jsonl # held-out tasks, evaluated with the run config's agent
     train: {method: sft, max_steps: 50, learning_rate: 1e-4}   # `agentmill train` options
     resample_with_student: false    # true: round k samples with round k-1's model
+    feedback: feedback.yaml         # optional: a feedback run (traces -> judge -> tasks_out)
+                                    # first; its kept tasks replace the run config's sources
 
 Paths are relative to the config file. Everything lands in `runs/<name>/` (or `--out`):
 
-    ledger.jsonl        one line per finished round: round 0 is the base student's eval; then
+    feedback/           with `feedback:`, the feedback run whose kept tasks every round uses
+    ledger.jsonl        one line per finished round: round 0 is the base student's eval (and
+                        the feedback run's verdicts); then
                         the sampler, the run's funnel, the training data (path, sha256, records),
                         the model folder, the train figures, the eval figures, the config hash
     round-K/run/        the round's pipeline run (its export/train.jsonl is the training data)
@@ -47,6 +51,9 @@ class FlywheelConfig(Component):
     eval_tasks: Path
     train: dict[str, Any] = Field(default_factory=lambda: {"method": "sft"})
     resample_with_student: bool = False
+    # A feedback run (trace source, judge, tasks_out): run first, its kept tasks become the
+    # tasks every round re-runs the agent on (docs/feedback.md, docs/train.md).
+    feedback: Path | None = None
 
 
 def load_flywheel(path: Path) -> FlywheelConfig:
@@ -67,6 +74,7 @@ def load_flywheel(path: Path) -> FlywheelConfig:
         student = str((base / student).resolve())
     return cfg.model_copy(
         update={
+            "feedback": (base / cfg.feedback).resolve() if cfg.feedback else None,
             "run": (base / cfg.run).resolve(),
             "eval_tasks": (base / cfg.eval_tasks).resolve(),
             "student": student,
@@ -78,7 +86,9 @@ def _ledger(root: Path) -> dict[int, dict[str, Any]]:
     return {(r := orjson.loads(line))["round"]: r for _, line in iter_jsonl(root / LEDGER)}
 
 
-def _round_config(fw: FlywheelConfig, k: int, sampler: str | None) -> Any:
+def _round_config(
+    fw: FlywheelConfig, k: int, sampler: str | None, tasks: Path | None = None
+) -> Any:
     """The round's run config: the user's, with the training export and maybe the student as
     the sampler."""
     from agentmill.config import RunConfig
@@ -89,6 +99,8 @@ def _round_config(fw: FlywheelConfig, k: int, sampler: str | None) -> Any:
     data = load_config(fw.run).model_dump(mode="json", exclude_none=True)
     data["name"] = f"{fw.name}-round-{k}"
     data["export"] = [{"format": EXPORT_FORMAT[method], "path": "train.jsonl"}]
+    if tasks is not None:  # the feedback run's kept tasks replace the run config's sources
+        data["sources"] = [{"type": "file", "path": str(tasks)}]
     if sampler is not None:
         data["backends"] = {**data["backends"], "student": {"type": "local", "model": sampler}}
         data["rollout"] = {**data["rollout"], "backend": "student"}
@@ -111,9 +123,12 @@ def flywheel(config: Path, rounds: int, out: Path | None = None) -> list[dict[st
     ledger = JsonlWriter(root / LEDGER)
     cfg_hash = content_hash([fw.model_dump(mode="json"), eval_base.model_dump(mode="json")])
     try:
+        tasks, feedback = _feedback(fw, root) if fw.feedback else (None, None)
         if 0 not in done:  # the base student, the reference every round is measured against
             ev = evaluate([fw.student], fw.eval_tasks, root / "round-0" / "eval", eval_base)
             done[0] = {"round": 0, "model": fw.student, "eval": _only(ev), "config": cfg_hash}
+            if feedback is not None:
+                done[0]["feedback"] = feedback
             ledger.append(orjson.dumps(done[0]))
         for k in range(1, rounds + 1):
             if k in done:
@@ -121,7 +136,7 @@ def flywheel(config: Path, rounds: int, out: Path | None = None) -> list[dict[st
             prev = done[k - 1]["model"]
             sampler = prev if fw.resample_with_student and k > 1 else None
             rdir = root / f"round-{k}"
-            summary = run(_round_config(fw, k, sampler), rdir / "run", show_progress=False)
+            summary = run(_round_config(fw, k, sampler, tasks), rdir / "run", show_progress=False)
             if summary.failed:
                 raise UserError(
                     f"round {k}: {sum(summary.failed.values())} trajectories failed "
@@ -157,6 +172,31 @@ def flywheel(config: Path, rounds: int, out: Path | None = None) -> list[dict[st
     finally:
         ledger.close()
     return [done[k] for k in sorted(done)]
+
+
+def _feedback(fw: FlywheelConfig, root: Path) -> tuple[Path, dict[str, Any]]:
+    """Run (or resume) the feedback run; its kept tasks file and what it did."""
+    from agentmill.configfile import load_config
+    from agentmill.pipeline import run
+    from agentmill.sources.traces import tasks_path
+
+    assert fw.feedback is not None
+    cfg = load_config(fw.feedback)
+    if cfg.tasks_out is None:
+        raise UserError(
+            f"flywheel feedback config {fw.feedback} has no tasks_out; add "
+            "tasks_out: {path: '{run}/tasks.jsonl'} so its kept tasks can be re-run"
+        )
+    out = root / "feedback"
+    summary = run(cfg, out, show_progress=False)
+    tasks = tasks_path(cfg.tasks_out.path, out)
+    if summary.failed or not tasks.exists() or tasks.stat().st_size == 0:
+        raise UserError(
+            f"the feedback run {out} kept no tasks ({dict(summary.failed) or 'none judged GOOD'}); "
+            "check its judge and re-run the same command"
+        )
+    funnel = orjson.loads((out / "manifest.json").read_bytes())["stages"].get("funnel", {})
+    return tasks, {"run": str(out), "tasks": str(tasks), "judged": funnel.get("judged", {})}
 
 
 def _only(report: dict[str, Any]) -> dict[str, Any]:
