@@ -122,6 +122,22 @@ def test_the_example_config_loads() -> None:
     assert not train & held  # held out for real
 
 
+def test_eval_run_is_resolved_beside_the_config(tmp_path: Path) -> None:
+    from agentmill.flywheel import load_flywheel
+
+    (tmp_path / "sub").mkdir()
+    for name in ("run.yaml", "auto.yaml", "held.jsonl"):
+        (tmp_path / "sub" / name).write_text("")
+    cfg = tmp_path / "sub" / "fw.yaml"
+    cfg.write_text(
+        "run: run.yaml\nstudent: smollm2-135m\neval_tasks: held.jsonl\neval_run: auto.yaml\n"
+    )
+    fw = load_flywheel(cfg)
+    assert fw.eval_run == (tmp_path / "sub" / "auto.yaml").resolve() and fw.eval_run.exists()
+    cfg.write_text("run: run.yaml\nstudent: smollm2-135m\neval_tasks: held.jsonl\n")
+    assert load_flywheel(cfg).eval_run is None  # the evals use the run's agent
+
+
 @pytest.mark.model
 @pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*:FutureWarning")
 def test_feedback_flywheel_from_chat_logs(cli, tmp_path: Path, tiny_llama: Path) -> None:
@@ -145,6 +161,8 @@ def test_feedback_flywheel_from_chat_logs(cli, tmp_path: Path, tiny_llama: Path)
     }
     (tmp_path / "feedback.yaml").write_text(yaml.safe_dump(feedback))
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    run["rollout"]["params"]["max_tokens"] = 3  # the evals' own agent settings
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(run))
     (tmp_path / "held.jsonl").write_text('{"question": "Do you ship to Peru?", "answer": "yes"}\n')
     fw = {
         "name": "fb",
@@ -152,6 +170,7 @@ def test_feedback_flywheel_from_chat_logs(cli, tmp_path: Path, tiny_llama: Path)
         "run": "run.yaml",
         "student": str(tiny_llama),
         "eval_tasks": "held.jsonl",
+        "eval_run": "eval.yaml",
         "train": {"method": "sft", "max_steps": 1, "batch_size": 2, "max_length": 256},
     }
     (tmp_path / "fw.yaml").write_text(yaml.safe_dump(fw))
@@ -165,3 +184,6 @@ def test_feedback_flywheel_from_chat_logs(cli, tmp_path: Path, tiny_llama: Path)
     rerun = _lines(out / "round-1" / "run" / "rollout" / "records.jsonl")
     assert {t["task_id"] for t in rerun} == {t["id"] for t in kept}
     assert ledger[1]["data"]["records"] == len(rerun) and ledger[1]["eval"]["tasks"] == 1
+    assert all(t["params"]["max_tokens"] == 8 for t in rerun)  # the run's agent samples
+    (evaluated,) = _lines(out / "round-1" / "eval" / "model" / "rollout" / "records.jsonl")
+    assert evaluated["params"]["max_tokens"] == 3  # the eval_run's agent evaluates

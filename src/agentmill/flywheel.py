@@ -8,6 +8,8 @@
     resample_with_student: false    # true: round k samples with round k-1's model
     feedback: feedback.yaml         # optional: a feedback run (traces -> judge -> tasks_out)
                                     # first; its kept tasks replace the run config's sources
+    eval_run: eval.yaml             # optional: the agent the evals use (default: run's), e.g.
+                                    # sample forced calls, evaluate the unforced prompt
 
 Paths are relative to the config file. Everything lands in `runs/<name>/` (or `--out`):
 
@@ -54,6 +56,9 @@ class FlywheelConfig(Component):
     # A feedback run (trace source, judge, tasks_out): run first, its kept tasks become the
     # tasks every round re-runs the agent on (docs/feedback.md, docs/train.md).
     feedback: Path | None = None
+    # The run config whose agent, tools and rewards the evals use (default: `run`). E.g. the
+    # run samples with `first_tool_choice: required` and the eval measures the plain prompt.
+    eval_run: Path | None = None
 
 
 def load_flywheel(path: Path) -> FlywheelConfig:
@@ -75,6 +80,7 @@ def load_flywheel(path: Path) -> FlywheelConfig:
     return cfg.model_copy(
         update={
             "feedback": (base / cfg.feedback).resolve() if cfg.feedback else None,
+            "eval_run": (base / cfg.eval_run).resolve() if cfg.eval_run else None,
             "run": (base / cfg.run).resolve(),
             "eval_tasks": (base / cfg.eval_tasks).resolve(),
             "student": student,
@@ -116,7 +122,7 @@ def flywheel(config: Path, rounds: int, out: Path | None = None) -> list[dict[st
 
     fw = load_flywheel(config)
     opts = TrainOptions(**fw.train)  # refused here, before any work, when wrong
-    eval_base = load_config(fw.run)
+    eval_base = load_config(fw.eval_run or fw.run)
     root = out or Path("runs") / fw.name
     root.mkdir(parents=True, exist_ok=True)
     done = _ledger(root)
