@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from trainer_fixtures import CALC, WEATHER  # the tool schemas the trainer tests use too
 
 from agentmill.export.dpo import dpo_pairs
 from agentmill.export.grpo import to_grpo
@@ -33,23 +34,6 @@ from agentmill.scoring import build_reward
 from agentmill.scoring.configs import ScoreConfig
 from agentmill.scoring.stage import score_trajectory
 
-WEATHER = {
-    "name": "weather",
-    "description": "Weather",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-}
-CALC = {
-    "type": "function",
-    "function": {
-        "name": "calc",
-        "description": "Calculator",
-        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}},
-    },
-}
 TOOLS = [WEATHER, CALC]
 
 
@@ -274,7 +258,10 @@ def test_sharegpt_ranking_form_from_dpo_pair() -> None:
 
 def test_react_text_form() -> None:
     rec = to_react(PARALLEL, TOOLS)
-    assert rec["prompt"].startswith("Be brief.") and "weather: Weather" in rec["prompt"]
+    assert (
+        rec["prompt"].startswith("Be brief.")
+        and f"weather: {WEATHER['description']}" in rec["prompt"]
+    )
     assert rec["prompt"].endswith("Question: Weather in Paris and 6*7?\n")
     assert rec["completion"].splitlines() == [
         "Thought: Checking.",
