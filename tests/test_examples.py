@@ -12,7 +12,14 @@ import yaml
 
 from agentmill.store import iter_jsonl
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+_HERE = Path(__file__).resolve().parents[1] / "examples"
+# the run configs of examples/flywheel/ that are not covered by tests/test_flywheel.py: the
+# measured flywheel's sampling run (forced `expected` calls, a distractor function tool) and
+# the Studio loop's feedback run (real Studio file, embedded judge)
+EXAMPLES = sorted(_HERE.glob("*.yaml")) + [
+    _HERE / "flywheel" / "calc_sample.yaml",
+    _HERE / "flywheel" / "studio_feedback.yaml",
+]
 
 
 def _overrides(example: Path, server: str, model_dir: Path) -> list[str]:

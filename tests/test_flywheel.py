@@ -122,6 +122,32 @@ def test_the_example_config_loads() -> None:
     assert not train & held  # held out for real
 
 
+def test_the_measured_example_holds_out_its_eval_tasks() -> None:
+    """examples/flywheel/calc.yaml: the shipped held-out set is what docs/benchmarks.md says
+    (>= 200 tasks: one- and two-call word problems, no-tool questions, a distractor tool), no
+    held-out question is a training question, and the sampling forces what each task expects
+    while the eval leaves the model free."""
+    from agentmill.configfile import load_config
+    from agentmill.flywheel import load_flywheel
+
+    here = Path(__file__).resolve().parents[1] / "examples" / "flywheel"
+    fw = load_flywheel(here / "calc.yaml")
+    held = _lines(fw.eval_tasks)
+    train = _lines(here / "calc_train.jsonl")
+    assert len(held) >= 200 and not {t["question"] for t in held} & {t["question"] for t in train}
+    kinds = {k: sum(t["kind"] == k for t in held) for k in ("one-call", "two-call", "no-tool")}
+    assert min(kinds.values()) >= 40, kinds
+    assert all((t["expected_calls"] == []) == (t["kind"] == "no-tool") for t in held + train)
+    sample, evaluate = load_config(fw.run), load_config(fw.eval_run)
+    assert sample.rollout.agent.first_tool_choice == "expected"
+    assert evaluate.rollout.agent.first_tool_choice is None and not evaluate.rollout.few_shot
+    assert sample.rollout.system_prompt == evaluate.rollout.system_prompt
+    tools = {t.name or t.path.split(":")[-1] for t in evaluate.rollout.tools}
+    assert tools == {"calculator", "get_weather"}  # get_weather: the distractor
+    studio = load_flywheel(here / "studio_loop.yaml")
+    assert studio.feedback and studio.feedback.exists() and studio.eval_run.exists()
+
+
 def test_eval_run_is_resolved_beside_the_config(tmp_path: Path) -> None:
     from agentmill.flywheel import load_flywheel
 
@@ -187,3 +213,16 @@ def test_feedback_flywheel_from_chat_logs(cli, tmp_path: Path, tiny_llama: Path)
     assert all(t["params"]["max_tokens"] == 8 for t in rerun)  # the run's agent samples
     (evaluated,) = _lines(out / "round-1" / "eval" / "model" / "rollout" / "records.jsonl")
     assert evaluated["params"]["max_tokens"] == 3  # the eval_run's agent evaluates
+
+
+def test_the_measured_task_files_are_the_generator_output(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    script = root / "scripts" / "make_flywheel_tasks.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    for name in ("calc_held_out.jsonl", "calc_train.jsonl"):
+        assert (tmp_path / name).read_bytes() == (
+            root / "examples" / "flywheel" / name
+        ).read_bytes()

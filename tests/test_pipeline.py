@@ -205,3 +205,41 @@ def test_injected_failures_are_marked_on_the_trajectories(tmp_path, cli, write_c
         assert tool_msgs[0]["content"].startswith("Error: the tool is temporarily unavailable")
         assert t["metadata"]["injected_failure"] == tool_msgs[0]["tool_call_id"]
         assert t["metadata"]["recovered"] == (tool_msgs[-1]["content"] == "4")
+
+
+def test_first_tool_choice_expected_forces_what_each_task_expects(
+    tmp_path, cli, write_config, monkeypatch
+) -> None:
+    """`first_tool_choice: expected`: the expected tool by name, "none" where no call is
+    right, unset (the params' "auto") where the task has no opinion; later steps unforced."""
+    from agentmill.backends.scripted import ScriptedBackend
+
+    seen: list[tuple[str, str]] = []
+    complete = ScriptedBackend.complete
+
+    async def spy(self, messages, tools, params):
+        seen.append((messages[-1].text if messages[-1].role == "user" else "", params.tool_choice))
+        return await complete(self, messages, tools, params)
+
+    monkeypatch.setattr(ScriptedBackend, "complete", spy)
+    tasks = tmp_path / "t.jsonl"
+    rows = [
+        {"question": "calc", "answer": "4", "expected_calls": [{"name": "calculator"}]},
+        {"question": "none", "answer": "4", "expected_calls": []},
+        {"question": "free", "answer": "4"},
+    ]
+    tasks.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    call = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]}
+    cfg = _cfg(tasks, n=1, replies=["4"])
+    cfg["backends"]["teacher"]["max_concurrency"] = 1
+    cfg["rollout"] |= {"tools": ["calculator"], "agent": {"first_tool_choice": "expected"}}
+    rc, stdout, _ = cli("run", write_config(cfg), "--out", tmp_path / "run")
+    assert rc == 0, stdout
+    assert sorted(seen) == [("calc", "calculator"), ("free", "auto"), ("none", "none")]
+    # a forced first call, then the answer step goes back to the params' choice
+    seen.clear()
+    cfg["backends"]["teacher"]["replies"] = [call, "4"]
+    tasks.write_bytes(orjson.dumps(rows[0]) + b"\n")
+    rc, stdout, _ = cli("run", write_config(cfg, "r2.yaml"), "--out", tmp_path / "run2")
+    assert rc == 0, stdout
+    assert [c for _, c in seen] == ["calculator", "auto"]

@@ -121,3 +121,22 @@ def test_export_formats_from_the_command_line(tmp_path, cli, write_config) -> No
     for fmt in ("react", "trajectory"):
         rc, stdout, _ = cli("export", scored, "--format", fmt, "-o", tmp_path / f"{fmt}.jsonl")
         assert rc == 0 and len(_lines(tmp_path / f"{fmt}.jsonl")) == 2, fmt
+
+
+def test_valid_tool_calls_only_drops_protocol_debris(tmp_path, cli, write_config) -> None:
+    """An answer that imitates a tool response ("4\\n</tool_response>") scores as correct but
+    must never become training data; the drop is counted under its own reason."""
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text('{"question": "2*2?", "answer": "4"}\n')
+    cfg = _cfg(tasks, ["math"])
+    calc = cfg["backends"]["teacher"]["replies"][0]
+    cfg["backends"]["teacher"]["replies"] = [calc, "4\n</tool_response>", calc, "4"]
+    cfg["filter"]["valid_tool_calls_only"] = True
+    rc, stdout, _ = cli("run", write_config(cfg), "--out", tmp_path / "run")
+    assert rc == 0, stdout
+    scored = _lines(tmp_path / "run" / "score" / "records.jsonl")
+    assert [t["rewards"]["math"] for t in scored] == [1.0, 1.0]
+    (kept,) = _lines(tmp_path / "run" / "filter" / "records.jsonl")
+    assert kept["final_answer"] == "4"
+    stats = orjson.loads((tmp_path / "run" / "filter" / "stats.json").read_bytes())
+    assert stats["dropped"] == {"protocol_tags_in_text": 1}

@@ -119,6 +119,83 @@ def test_grpo_logs_our_math_rewards(cli, tiny_llama, tmp_path, monkeypatch) -> N
     assert logged == pytest.approx([sum(ours[:2]) / 2, sum(ours[2:]) / 2])
 
 
+def test_grpo_policy_calls_our_tools_while_it_generates(
+    cli, tiny_llama, tmp_path, monkeypatch
+) -> None:
+    """`train grpo --tool calculator`: TRL renders our calculator's schema, parses the policy's
+    `<tool_call>` with our template, runs OUR calculator between turns and feeds its result
+    back; the math reward scores the answer that follows. The policy is a SCRIPTED FAKE
+    (`generate` replaced: a call first, then the last tool result as the answer): a random
+    2-layer model never writes a call, and this tests the wiring, not learning."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from agentmill.export.grpo import to_grpo
+    from agentmill.integrations import trl as integ
+    from agentmill.records import Task
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    prompts_seen: list[str] = []
+
+    def scripted_generate(self, input_ids=None, attention_mask=None, **kw):
+        rows = []
+        for ids in input_ids:
+            text = tok.decode(ids, skip_special_tokens=False)
+            prompts_seen.append(text)
+            turn = text.rsplit("<|im_start|>user", 1)[-1]
+            if "<tool_response>" not in turn:
+                a = int(turn.split("What is ")[1].split(" ")[0])
+                reply = f'<tool_call>\n{{"name": "calculator", "arguments": {{"expression": "{a} * 3"}}}}\n</tool_call>'
+            else:
+                reply = turn.rsplit("<tool_response>\n", 1)[1].split("\n</tool_response>")[0]
+            new = tok(reply + "<|im_end|>", add_special_tokens=False, return_tensors="pt")
+            rows.append(torch.cat([ids, new["input_ids"][0]]))
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id
+        return torch.stack([torch.cat([r, r.new_full((width - len(r),), pad)]) for r in rows])
+
+    monkeypatch.setattr(LlamaForCausalLM, "generate", scripted_generate)
+    calls: list[dict] = []
+    wrapped = integ.tool_callable
+
+    def spying(tool):
+        fn = wrapped(tool)
+
+        async def call(**arguments):
+            calls.append(arguments)
+            return await fn(**arguments)
+
+        for attr in ("__name__", "__qualname__", "__doc__", "__signature__", "__annotations__"):
+            setattr(call, attr, getattr(fn, attr))
+        return call
+
+    monkeypatch.setattr(integ, "tool_callable", spying)
+    data = tmp_path / "grpo.jsonl"
+    tasks = [Task.create(f"What is {i} times 3?", str(3 * i)) for i in (4, 7)]
+    data.write_text("".join(json.dumps(to_grpo(t)) + "\n" for t in tasks))
+    out = tmp_path / "grpo-tools"
+    rc, stdout, err = cli(
+        "train", "grpo", data, "--model", tiny_llama, "--out", out, "--reward", "math",
+        "--tool", "calculator", "--max-steps", "1", "--num-generations", "2",
+        "--batch-size", "4", "--max-completion-length", "64",
+    )  # fmt: skip
+    assert rc == 0, stdout + err
+    assert sorted(c["expression"] for c in calls) == ["4 * 3", "4 * 3", "7 * 3", "7 * 3"]
+    assert any('"name": "calculator"' in p and "<tools>" in p for p in prompts_seen)
+    assert any("<tool_response>\n21\n</tool_response>" in p for p in prompts_seen)
+    (logged,) = [row for row in _log(out) if "rewards/math/mean" in row]
+    assert logged["rewards/math/mean"] == 1.0  # the answers after the tool results are right
+
+
+def test_grpo_unknown_tool_is_one_line(cli, tiny_llama, tmp_path) -> None:
+    data = tmp_path / "grpo.jsonl"
+    data.write_text('{"prompt": [{"role": "user", "content": "hi"}], "ground_truth": "1"}\n')
+    rc, stdout, err = cli(
+        "train", "grpo", data, "--model", tiny_llama, "--out", tmp_path / "m", "--tool", "abacus"
+    )
+    assert rc == 2 and "--tool 'abacus'" in stdout + err
+
+
 def test_one_lora_step_on_the_embedded_model_answers(cli, smollm_path, tmp_path) -> None:
     data = tmp_path / "sft.jsonl"
     export_jsonl(data, agent_trajectories()[:1], "trl-sft")
@@ -185,3 +262,12 @@ def test_checkpoints_resume_where_the_last_run_stopped(cli, tiny_llama, tmp_path
     log = _log(out)
     assert log[: len(first)] == first  # the log goes on; nothing before is lost or repeated
     assert [row["step"] for row in log if "loss" in row] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_activation_checkpointing_follows_the_option(tmp_path, on) -> None:
+    from agentmill.train.trainer import TrainOptions, _trl_args
+
+    for method in ("sft", "dpo"):
+        args = _trl_args(TrainOptions(method=method, checkpointing=on), tmp_path)
+        assert args.activation_checkpointing is on and args.gradient_checkpointing is on

@@ -311,6 +311,11 @@ async def _sample(
     agent: Agent, cfg: RunConfig, task: Task, i: int, key: str, fp: str, run_id: str
 ) -> Trajectory:
     agent = dataclasses.replace(agent, params=_params(cfg.rollout.params, i))
+    if agent.cfg.first_tool_choice == "expected":
+        first = expected_tool_choice(task)
+        agent = dataclasses.replace(
+            agent, cfg=agent.cfg.model_copy(update={"first_tool_choice": first})
+        )
     r = await agent.run(_prompt(task, cfg.rollout.system_prompt), sample_index=i, key=key)
     return Trajectory(
         id=Trajectory.make_id(task.id, i, fp),
@@ -329,6 +334,29 @@ async def _sample(
         provenance=task.provenance.model_copy(update={"run_id": run_id, "config_fingerprint": fp}),
         metadata=_trajectory_metadata(r, len(agent.few_shot)),
     )
+
+
+def expected_tool_choice(task: Task) -> str | None:
+    """The first step's tool_choice that forces what `task.expected_calls` say is right.
+
+    >>> from agentmill.records import ExpectedCall
+    >>> expected_tool_choice(Task.create("Hi?", expected_calls=[]))
+    'none'
+    >>> calls = [ExpectedCall(name="calculator"), ExpectedCall(name="get_weather", step=1)]
+    >>> expected_tool_choice(Task.create("12 * 7?", expected_calls=calls))
+    'calculator'
+    >>> expected_tool_choice(Task.create("?", expected_calls=calls[:1] + [ExpectedCall(name="x")]))
+    'required'
+    >>> expected_tool_choice(Task.create("?")) is None
+    True
+    """
+    if task.expected_calls is None:
+        return None
+    if not task.expected_calls:
+        return "none"
+    first = min(c.step for c in task.expected_calls)
+    names = {c.name for c in task.expected_calls if c.step == first}
+    return names.pop() if len(names) == 1 else "required"
 
 
 def _trajectory_metadata(r: AgentResult, few_shot: int) -> dict[str, Any]:

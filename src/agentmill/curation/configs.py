@@ -14,4 +14,5 @@ class FilterConfig(Component):
     reward: str | None = None  # the reward `min_reward` applies to; None: all of them
     successful_only: bool = False  # status ok and the agent ended with an answer
     max_steps: int | None = Field(default=None, ge=1)
-    valid_tool_calls_only: bool = False  # no malformed and no unknown-tool calls
+    # no malformed and no unknown-tool calls, and no tool-protocol tag left in assistant text
+    valid_tool_calls_only: bool = False

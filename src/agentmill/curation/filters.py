@@ -25,6 +25,8 @@ def drop_reason(t: Trajectory, cfg: FilterConfig) -> str | None:
         return "too_many_steps"
     if cfg.valid_tool_calls_only and _has_invalid_calls(t):
         return "invalid_tool_calls"
+    if cfg.valid_tool_calls_only and _leaks_protocol(t):
+        return "protocol_tags_in_text"
     if cfg.min_reward is not None:
         return _reward_reason(t, cfg)
     return None
@@ -35,6 +37,23 @@ def _has_invalid_calls(t: Trajectory) -> bool:
         return True
     calls = [c for m in t.messages for c in (m.tool_calls or [])]
     return any(c.function.arguments is None for c in calls)
+
+
+# The text protocol's tags (rollout/protocol.py). Parsed calls are taken out of the text, so a
+# tag left in an assistant's text is a broken call or an imitated tool response ("42
+# </tool_response>"): training on it would teach the student to write protocol debris.
+_TAGS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+
+
+def _leaks_protocol(t: Trajectory) -> bool:
+    """An assistant message's text holds a tool-protocol tag.
+
+    >>> from agentmill.records import Message
+    >>> m = [Message(role="assistant", content="302\\n</tool_response>")]
+    >>> _leaks_protocol(Trajectory(id="a", task_id="t", messages=m))
+    True
+    """
+    return any(m.role == "assistant" and any(tag in m.text for tag in _TAGS) for m in t.messages)
 
 
 def _reward_reason(t: Trajectory, cfg: FilterConfig) -> str | None:

@@ -134,3 +134,72 @@ def tool_call_reward_func(
 ) -> list[float | None]:
     """Our `tool_call` reward against the `expected_calls` / `ask_for` columns."""
     return reward_func("tool_call")(prompts, completions, **kwargs)
+
+
+# --- our tools as the Python callables GRPOTrainer(tools=...) runs during generation ----------
+
+_PY_TYPES: dict[str, type] = {
+    "string": str,
+    "number": float,
+    "integer": int,
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+}
+
+
+def tool_callable(tool: Any) -> Callable[..., Coroutine[Any, Any, str]]:
+    """One of our tools (`rollout.tools`) as an async Python function whose signature and
+    docstring transformers' `get_json_schema` reads back as the tool's own schema (name,
+    description, parameter types and descriptions, required, enums), so TRL renders the tool
+    block our rollouts and evals use; what a docstring cannot say (defaults, bounds such as
+    `minimum`, `additionalProperties`) is left out of the rendered schema, not of the tool.
+    Called with the parsed arguments, it returns the observation our agent loop shows: the
+    result, or `Error: ...` for a problem the model should see.
+
+    >>> import asyncio
+    >>> from agentmill.rollout.tools import build_tools
+    >>> from agentmill.rollout.configs import CalculatorToolConfig
+    >>> calc = tool_callable(build_tools([CalculatorToolConfig()])["calculator"])
+    >>> calc.__name__, asyncio.run(calc(expression="6 * 7"))
+    ('calculator', '42')
+    >>> asyncio.run(calc(expression="6 *"))[:6]
+    'Error:'
+    """
+    import inspect
+
+    from agentmill.rollout.tools import ToolError
+
+    fn = tool.schema()["function"]
+    params = fn.get("parameters") or {}
+    props: dict[str, Any] = params.get("properties") or {}
+    required = set(params.get("required") or [])
+
+    async def call(**arguments: Any) -> str:
+        try:
+            return await tool.call(arguments)
+        except ToolError as e:
+            return f"Error: {e}"
+        except Exception as e:  # noqa: BLE001 - the agent loop shows any failure the same way
+            return f"Error: {type(e).__name__}: {e}"
+
+    signature, annotations, lines = [], {}, []
+    for name, spec in sorted(props.items(), key=lambda kv: kv[0] not in required):
+        kind = _PY_TYPES.get(spec.get("type", "string"), str)
+        annotations[name] = kind
+        default = inspect.Parameter.empty if name in required else spec.get("default")
+        signature.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotations[name]
+            )
+        )
+        text = " ".join(str(spec.get("description") or name).split())
+        if spec.get("enum"):
+            text += f" (choices: {orjson.dumps(spec['enum']).decode()})"
+        lines.append(f"    {name}: {text}")
+    description = " ".join(str(fn.get("description") or fn["name"]).split())
+    call.__doc__ = description + ("\n\nArgs:\n" + "\n".join(lines) if lines else "")
+    call.__name__ = call.__qualname__ = fn["name"]
+    call.__annotations__ = annotations
+    call.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
+    return call

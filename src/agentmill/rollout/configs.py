@@ -77,7 +77,11 @@ class AgentConfig(Component):
     max_total_tokens: int = Field(default=4096, ge=1)  # completion tokens over all steps
     max_wall_s: float = Field(default=300.0, gt=0)
     tool_timeout_s: float = Field(default=30.0, gt=0)
-    # tool_choice of the FIRST step only (later steps use params.tool_choice); e.g. "required"
+    # tool_choice of the FIRST step only (later steps use params.tool_choice): "required", a
+    # tool's name, "none", or "expected": per task, what its `expected_calls` say is right (the
+    # first expected tool by name, "required" when its first step names several, "none" when
+    # the task expects no call, unset when the task has no opinion). Sampling training data with
+    # "expected" and evaluating unforced teaches a small model when to call (docs/train.md).
     first_tool_choice: str | None = None
     # The fraction of samples whose first valid tool call gets a transient failure instead of
     # its result (chosen by a hash of the sample's key: the same on every resume), so the

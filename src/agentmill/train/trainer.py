@@ -74,10 +74,17 @@ class TrainOptions(Component):
     seed: int = 0
     merge: bool = True
     save_steps: int = Field(default=0, ge=0)  # 0: no checkpoints
+    # activation (gradient) checkpointing, TRL's default: recomputes activations in the
+    # backward pass (less memory, about a third more compute); off trains faster on CPU
+    checkpointing: bool = True
     beta: float = Field(default=0.1, ge=0)  # DPO's beta; GRPO's KL coefficient
     rewards: list[str] = Field(default_factory=lambda: ["math"])  # GRPO
     num_generations: int = Field(default=4, ge=2)  # GRPO: completions per prompt
     max_completion_length: int = Field(default=256, ge=1)  # GRPO
+    # GRPO: our tools the policy may call while it generates (run by TRL between turns): a
+    # tool type ("calculator", "search", "python") or a function path ("pkg.mod:function")
+    tools: list[str] = Field(default_factory=list)
+    max_tool_rounds: int = Field(default=4, ge=1)  # GRPO: tool-calling turns per completion
 
     @property
     def lr(self) -> float:
@@ -182,6 +189,7 @@ def _trl_args(opts: TrainOptions, out: Path) -> Any:
         "learning_rate": opts.lr,
         "seed": opts.seed,
         "logging_steps": 1,
+        "activation_checkpointing": opts.checkpointing,
         "save_strategy": "steps" if opts.save_steps else "no",
         "report_to": "none",
         "use_cpu": not torch.cuda.is_available(),
@@ -207,8 +215,44 @@ def _trl_args(opts: TrainOptions, out: Path) -> Any:
         beta=opts.beta,
         num_generations=k,
         max_completion_length=opts.max_completion_length,
+        max_tool_calling_iterations=opts.max_tool_rounds if opts.tools else None,
         **common,
     )
+
+
+def grpo_tools(specs: list[str], tok: Any) -> list[Any]:
+    """Our tools as the callables `GRPOTrainer(tools=...)` runs, and a tool-call parser set on
+    `tok` when its template is ours (whose `<tool_call>` JSON blocks in ChatML turns are the
+    ones TRL's Qwen3 response template parses); other templates are left to TRL."""
+    import copy
+
+    from agentmill.integrations.trl import tool_callable
+    from agentmill.rollout.configs import FunctionToolConfig
+    from agentmill.rollout.protocol import load_template
+    from agentmill.rollout.tools import TOOLS, build_tools
+
+    configs: list[Any] = []
+    for spec in specs:
+        if spec in TOOLS and spec != "function":
+            from agentmill.config import RolloutConfig
+
+            configs += RolloutConfig(tools=[spec]).tools
+        elif ":" in spec or "." in spec:
+            configs.append(FunctionToolConfig(path=spec))
+        else:
+            known = ", ".join(t for t in TOOLS if t != "function")
+            raise UserError(
+                f"--tool {spec!r}: not a tool type ({known}) nor a module:function path"
+            )
+    tools = build_tools(configs)
+    if tok.chat_template == load_template():
+        from trl.chat_template_utils import qwen3_schema, qwen3_template
+
+        if hasattr(tok, "response_template"):
+            tok.response_template = copy.deepcopy(qwen3_template)
+        else:  # transformers before 5.13 only knows the legacy schema
+            tok.response_schema = copy.deepcopy(qwen3_schema)
+    return [tool_callable(t) for t in tools.values()]
 
 
 def _trainer(opts: TrainOptions, model_dir: Path, tok: Any, data: Any, out: Path) -> Any:
@@ -247,7 +291,17 @@ def _trainer(opts: TrainOptions, model_dir: Path, tok: Any, data: Any, out: Path
         funcs = [reward_func(name) for name in opts.rewards]
     except ValueError as e:
         raise UserError(f"--reward: {e}") from None
-    return GRPOTrainer(reward_funcs=funcs, **kwargs)
+    if opts.tools:
+        kwargs["tools"] = grpo_tools(opts.tools, tok)
+    try:
+        return GRPOTrainer(reward_funcs=funcs, **kwargs)
+    except ValueError as e:
+        if opts.tools and "response schema" in str(e):
+            raise UserError(
+                "GRPO with --tool needs a chat template TRL can parse tool calls from (Qwen, "
+                "Llama 3, ... or agentmill's tool template); this model's is neither"
+            ) from None
+        raise
 
 
 def _latest_checkpoint(out: Path) -> str | None:
