@@ -155,6 +155,53 @@ def test_failed_call_and_missing_answer() -> None:
     assert len(backend.backend.calls) == 1  # the empty answer was never sent
 
 
+def test_structured_judge_forces_the_verdict_tool() -> None:
+    seen: list[tuple] = []
+
+    class Spy(ScriptedBackend):
+        async def complete(self, messages, tools, params):
+            seen.append((tools, params.tool_choice))
+            return await super().complete(messages, tools, params)
+
+    call = {"name": "verdict", "arguments": {"reason": "right number", "result": "GOOD"}}
+    text = '<tool_call>{"name": "verdict", "arguments": {"reason": "x", "result": "bad"}}'
+    replies = [{"tool_calls": [call]}, text + "</tool_call>", "Result: GOOD", "42"]
+    backend = Instrumented(Spy("judge", ScriptedBackendConfig(replies=replies)), "fp", 0)
+    cfg = JudgeConfig(structured=True)
+
+    async def go():
+        return [await judge_trajectory(backend, _traj(i), cfg) for i in range(4)]
+
+    verdicts = asyncio.run(go())
+    # a native call, a text-protocol call (the local backend), a plain reply, the query answered
+    assert [v.verdict for v in verdicts] == ["GOOD", "BAD", "GOOD", "ERROR"]
+    assert verdicts[0].reason == "right number"
+    assert all(c == "verdict" and t == [judge_mod.VERDICT_TOOL] for t, c in seen)
+
+
+@pytest.mark.model
+def test_structured_judge_makes_the_embedded_model_give_verdicts(smollm_path) -> None:
+    """Unstructured, SmolLM2-135M answers the query instead of judging (every verdict an
+    ERROR); forced through the verdict tool by constrained decoding, each reply parses."""
+    from agentmill.backends.local import LocalBackend
+    from agentmill.config import LocalBackendConfig
+
+    backend = Instrumented(
+        LocalBackend("judge", LocalBackendConfig(model=str(smollm_path))), "fp", 0
+    )
+    cfg = JudgeConfig(structured=True, max_tokens=48)
+
+    async def go():
+        try:
+            return [await judge_trajectory(backend, _traj(i), cfg) for i in range(2)]
+        finally:
+            await backend.aclose()
+
+    verdicts = asyncio.run(go())
+    assert all(v.verdict in ("GOOD", "BAD") for v in verdicts), verdicts
+    assert all('"name": "verdict"' in (v.raw or "") for v in verdicts)
+
+
 # ---------------------------------------------------------------- the real model
 @pytest.mark.model
 def test_judge_command_with_the_real_model_on_loopback(

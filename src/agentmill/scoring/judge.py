@@ -204,17 +204,68 @@ async def judge_trajectory(
     if not final_answer(t).strip():
         return Verdict(judge=name, verdict="BAD", reason=NO_ANSWER)
     params = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    tools = None
+    if cfg.structured:
+        params = params.model_copy(update={"tool_choice": VERDICT_TOOL["function"]["name"]})
+        tools = [VERDICT_TOOL]
     messages = judge_messages(t, cfg)
     try:
-        c = await backend.complete(messages, None, params, sample_index=attempt, work_key=t.id)
+        c = await backend.complete(messages, tools, params, sample_index=attempt, work_key=t.id)
     except AgentmillError:
         raise
     except Exception as e:  # the stage boundary: a failed call is a recorded ERROR
         return Verdict(judge=name, verdict="ERROR", reason=_failure(e))
-    verdict, reason = parse_verdict(c.text)
+    verdict, reason = _structured_verdict(c) if cfg.structured else parse_verdict(c.text)
     if verdict == "ERROR" and c.finish_reason == "length":
         reason += f" (the reply was cut at max_tokens={cfg.max_tokens})"
     return Verdict(judge=name, verdict=verdict, reason=reason, raw=c.text)
+
+
+# The tool a `structured` judge is forced to call. The result comes first: a small model's
+# reason may run on to max_tokens, and the decision must be written by then.
+VERDICT_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "verdict",
+        "description": "Record the verdict on the answer.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "result": {"type": "string", "enum": ["GOOD", "BAD"]},
+                "reason": {"type": "string", "description": "one sentence: why"},
+            },
+            "required": ["result", "reason"],
+        },
+    },
+}
+
+
+def _structured_verdict(c: Any) -> tuple[str, str]:
+    """The verdict of a forced `verdict` call: a native call, or a `<tool_call>` block in the
+    text (the local backend); the `result` of a call cut at max_tokens; else the reply is
+    parsed as a plain one.
+
+    >>> from agentmill.backends.base import Completion
+    >>> text = '<tool_call>{"name": "verdict", "arguments": {"reason": "ok", "result": "GOOD"}}'
+    >>> _structured_verdict(Completion(text=text + "</tool_call>"))
+    ('GOOD', 'ok')
+    """
+    from agentmill.rollout.protocol import parse_tool_calls
+
+    calls = list(c.tool_calls or []) or parse_tool_calls(c.text).calls
+    for call in calls:
+        if call.function.name == "verdict" and isinstance(call.function.arguments, dict):
+            found = _result_of(call.function.arguments)
+            if found is not None:
+                return found
+    cut = _CUT_RESULT.search(c.text)
+    if cut is not None:
+        return cut.group(1), "(the reason was cut at max_tokens)"
+    return parse_verdict(c.text)
+
+
+# `"arguments": {"result": "GOOD", "reason": "...` with no end: the call ran to max_tokens
+_CUT_RESULT = re.compile(r'"name":\s*"verdict",\s*"arguments":\s*\{\s*"result":\s*"(GOOD|BAD)"')
 
 
 def _failure(e: Exception) -> str:

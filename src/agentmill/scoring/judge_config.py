@@ -7,6 +7,7 @@ judge:
   temperature: 0.0
   max_tokens: 1024               # the judge's response length
   keep: [GOOD]                   # which verdicts pass; ERROR never passes (it is retried)
+  structured: false              # true: the verdict as a forced `verdict` tool call
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class JudgeConfig(Component):
     # Show the tool calls and their results to the judge, each cut to `max_step_chars`.
     show_steps: bool = True
     max_step_chars: int = Field(default=2000, ge=100)
+    # Ask for the verdict as a forced call of a `verdict` tool ({reason, result: GOOD|BAD}):
+    # constrained decoding on the local backend, `tool_choice` on a server. For judges too small
+    # to follow the output format (they answer the query instead); a strong judge needs no help.
+    structured: bool = False
     max_concurrency: int = Field(default=16, ge=1, json_schema_extra=NO_FP)
     print_reason: bool = Field(default=False, json_schema_extra=NO_FP)
     keep: list[Kept] = Field(
