@@ -384,3 +384,81 @@ def test_runs_written_one_by_one_with_a_reused_connection(tmp_path: Path) -> Non
         expected(sample_run(), 0),
         expected(sample_run(), 1),
     ]
+
+
+# --- rows of many conversations interleaved in table order ------------------------------------
+
+
+def _shuffled_db(path: Path, runs: list[RunScript], layout: str, seed: int = 7) -> Path:
+    """The runs' rows, with every span row in a random table (rowid) order: conversations
+    interleaved, and not in run order."""
+    import random
+
+    protocol = "old" if layout == "old" else "genai"
+    db = sqlite3.connect(path)
+    create_tables(db, layout)
+    spans = []
+    for run in runs:
+        stamp = run.start.strftime("%Y-%m-%d %H:%M:%S.000")
+        if run.with_run_row:
+            db.execute(
+                "INSERT INTO run_table VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run.run_id, run.project, run.name, stamp, "/runs", 1, "done"),
+            )
+        spans += spans_of(run, protocol)
+    random.Random(seed).shuffle(spans)
+    for s in spans:  # one row at a time: rowids follow this order
+        insert_spans(db, [s], layout)
+    db.commit()
+    db.close()
+    return path
+
+
+def _records(path: Path, stats: IngestStats | None = None, **opts: Any) -> list[dict[str, Any]]:
+    out = []
+    for t in ingest(path, stats, **opts):
+        d = t.to_dict()
+        d["provenance"].pop("file")
+        out.append(d)
+    return out
+
+
+def _interleaved_runs() -> list[RunScript]:
+    day = datetime(2025, 11, 20, tzinfo=UTC)
+    runs = [sample_run(f"run-{i}", start=day.replace(hour=12 - i)) for i in range(5)]
+    runs[1].turns.append(Turn("Thanks! One more: 2+2?", [Step("Four.")]))
+    runs.append(sample_run("runless-b", with_run_row=False, start=day.replace(hour=2)))
+    runs.append(sample_run("runless-a", with_run_row=False, start=day.replace(hour=1)))
+    return runs
+
+
+@pytest.mark.parametrize("layout", ["new", "old"])
+def test_interleaved_rows_rebuild_as_contiguous_ones_in_run_order(
+    tmp_path: Path, layout: str
+) -> None:
+    """Rows of many conversations interleaved in table order, in no run order: the same
+    records, in the same order (runs by timestamp, then run-less by first span), as a file
+    written run by run; the turns of a conversation stay in order."""
+    runs = _interleaved_runs()
+    protocol = "old" if layout == "old" else "genai"
+    contiguous = build_db(tmp_path / "contiguous.sqlite", runs, layout, protocol)
+    mixed = _shuffled_db(tmp_path / "mixed.sqlite", runs, layout)
+    want = _records(contiguous)
+    assert [(d["provenance"]["source_id"], d["provenance"]["extra"]["turn"]) for d in want] == [
+        *((f"run-{i}", t) for i in (4, 3, 2) for t in (0, 1)),
+        ("run-1", 0), ("run-1", 1), ("run-1", 2), ("run-0", 0), ("run-0", 1),
+        ("runless-a", 0), ("runless-a", 1), ("runless-b", 0), ("runless-b", 1),
+    ]  # fmt: skip
+    assert _records(mixed) == want
+    selected = {"runs": ["run-3", "runless-b"], "projects": ["demo"]}
+    assert _records(mixed, **selected) == _records(contiguous, **selected)
+
+
+def test_a_narrow_selection_reads_only_its_conversations(tmp_path: Path) -> None:
+    runs = _interleaved_runs()
+    path = _shuffled_db(tmp_path / "mixed.sqlite", runs, "new")
+    stats = IngestStats()
+    got = ingest(path, stats, runs=["run-2"])
+    assert [t.provenance.source_id for t in got] == ["run-2", "run-2"]
+    own = [s for s in spans_of(runs[2], "genai") if not s.name.startswith("format ")]
+    assert stats.read["spans"] == len(own) and stats.read["conversations"] == 1
