@@ -33,12 +33,13 @@ def _lines(path: Path) -> list[dict]:
 
 
 def _run_seconds(run: Path) -> float:
-    """Wall time of a finished run folder: first model call to the last stage's stats."""
+    """Model time of a run folder: its first model call's start to its last call's end (the
+    call log survives copies and resumes, unlike file times)."""
     calls = _lines(run / "calls.jsonl")
     if not calls:
         return 0.0
-    ends = [p.stat().st_mtime for p in run.glob("*/stats.json")]
-    return round(max(ends) - min(c["time"] for c in calls), 1)
+    end = max(c["time"] + c["latency_s"] for c in calls)
+    return round(end - min(c["time"] for c in calls), 1)
 
 
 def per_kind(run: Path) -> dict[str, dict]:
