@@ -11,7 +11,6 @@ or give a wrong number: what the judge is there to drop.
 from __future__ import annotations
 
 import random
-import sqlite3
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "tests"))
 
-from studio_db import Call, RunScript, Step, Turn, build_db  # noqa: E402
+sys.path.insert(0, str(HERE))
+
+from make_studio_feedback import write  # noqa: E402
+from studio_db import Call, RunScript, Step, Turn  # noqa: E402
 
 SYSTEM = "You are the math help desk. Use the calculator for arithmetic and reply with the number."
 CALCULATOR = {
@@ -82,13 +84,7 @@ def runs() -> list[RunScript]:
 
 
 def main(path: Path = HERE / "studio_calc.sqlite") -> Path:
-    path.unlink(missing_ok=True)
-    build_db(path, runs(), layout="new", protocol="genai")
-    db = sqlite3.connect(path)  # small pages: the file is committed (readers do not care)
-    db.execute("PRAGMA page_size=512")
-    db.execute("VACUUM")
-    db.close()
-    return path
+    return write(path, runs())
 
 
 if __name__ == "__main__":

@@ -64,8 +64,13 @@ def runs() -> list[RunScript]:
 
 
 def main(path: Path = HERE / "studio_feedback.sqlite") -> Path:
+    return write(path, runs())
+
+
+def write(path: Path, scripts: list[RunScript]) -> Path:
+    """The runs as a new-layout Studio file of GenAI spans, compacted (it is committed)."""
     path.unlink(missing_ok=True)
-    build_db(path, runs(), layout="new", protocol="genai")
+    build_db(path, scripts, layout="new", protocol="genai")
     db = sqlite3.connect(path)  # small pages: the file is committed (readers do not care)
     db.execute("PRAGMA page_size=512")
     db.execute("VACUUM")
