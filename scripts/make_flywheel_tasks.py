@@ -2,7 +2,9 @@
 
     python scripts/make_flywheel_tasks.py [--out examples/flywheel]
 
-Three kinds of task, each with `expected_calls` (what is right) and a numeric `answer`:
+Three kinds of task (`kind`), each with `expected_calls` (what is right), a numeric `answer`
+and the `template` it was drawn from (`mul-bags`, `read-age`, `fact`, ...; the sampling run
+balances its kept data over them):
 
 - `one-call`: a word problem that needs one calculator call (+, -, *, /; numbers too large
   to do in one's head);
@@ -91,45 +93,76 @@ FACTS: list[tuple[str, int]] = [
     ("How many wheels does a unicycle have?", 1),
 ]
 
+# The template of each kind of problem (the task's `template` field; the sampling run balances
+# its kept data over them).
+ONE_CALL = [
+    "add-finds",
+    "add-boxes",
+    "sub-gave",
+    "sub-lost",
+    "mul-bags",
+    "mul-rows",
+    "div-share",
+    "div-pack",
+]
+TWO_CALL = ["mul-sub-packs", "add-div-share", "mul-sub-change", "add-sub-lose"]
+READ_OFF = ["read-age", "read-color", "read-weather", "read-house"]
+
 CALC = [{"name": "calculator"}]
 CALC2 = [{"name": "calculator", "step": 0}, {"name": "calculator", "step": 1}]
 
 
-def one_call(rng: random.Random) -> tuple[str, int]:
+def one_call(rng: random.Random) -> tuple[str, int, str]:
     n, t = rng.choice(NAMES_LIST), rng.choice(THINGS_LIST)
     kind = rng.randrange(8)
     if kind == 0:
         a, b = rng.randint(120, 899), rng.randint(40, 499)
-        return f"{n} has {a} {t} and finds {b} more. How many {t} does {n} have now?", a + b
+        return (
+            f"{n} has {a} {t} and finds {b} more. How many {t} does {n} have now?",
+            a + b,
+            ONE_CALL[kind],
+        )
     if kind == 1:
         a, b = rng.randint(120, 899), rng.randint(120, 899)
         q = f"One box holds {a} {t} and another holds {b} {t}. How many {t} are there in all?"
-        return q, a + b
+        return q, a + b, ONE_CALL[kind]
     if kind == 2:
         a = rng.randint(300, 999)
         b = rng.randint(40, a - 50)
-        return f"{n} had {a} {t} and gave away {b}. How many {t} are left?", a - b
+        return f"{n} had {a} {t} and gave away {b}. How many {t} are left?", a - b, ONE_CALL[kind]
     if kind == 3:
         a = rng.randint(300, 999)
         b = rng.randint(40, a - 50)
-        return f"{n} had {a} {t} and lost {b} of them. How many {t} does {n} have now?", a - b
+        return (
+            f"{n} had {a} {t} and lost {b} of them. How many {t} does {n} have now?",
+            a - b,
+            ONE_CALL[kind],
+        )
     if kind == 4:
         a, b = rng.randint(12, 48), rng.randint(12, 39)
-        return f"{n} fills {a} bags with {b} {t} in each bag. How many {t} is that in total?", a * b
+        return (
+            f"{n} fills {a} bags with {b} {t} in each bag. How many {t} is that in total?",
+            a * b,
+            ONE_CALL[kind],
+        )
     if kind == 5:
         a, b = rng.randint(12, 48), rng.randint(12, 39)
-        return f"There are {a} rows of {t} with {b} {t} in each row. How many {t} are there?", a * b
+        return (
+            f"There are {a} rows of {t} with {b} {t} in each row. How many {t} are there?",
+            a * b,
+            ONE_CALL[kind],
+        )
     if kind == 6:
         each, k = rng.randint(12, 48), rng.randint(3, 19)
         q = f"{n} shares {each * k} {t} equally among {k} friends. "
         q += f"How many {t} does each friend get?"
-        return q, each
+        return q, each, ONE_CALL[kind]
     per, boxes = rng.randint(6, 24), rng.randint(12, 48)
     q = f"{per * boxes} {t} are packed {per} to a box. How many boxes are filled?"
-    return q, boxes
+    return q, boxes, ONE_CALL[kind]
 
 
-def two_call(rng: random.Random) -> tuple[str, int]:
+def two_call(rng: random.Random) -> tuple[str, int, str]:
     n, t = rng.choice(NAMES_LIST), rng.choice(THINGS_LIST)
     kind = rng.randrange(4)
     if kind == 0:
@@ -137,7 +170,7 @@ def two_call(rng: random.Random) -> tuple[str, int]:
         c = rng.randint(10, a * b - 10)
         q = f"{n} buys {a} packs of {b} {t} and then gives away {c}. "
         q += f"How many {t} does {n} have left?"
-        return q, a * b - c
+        return q, a * b - c, TWO_CALL[kind]
     if kind == 1:
         k = rng.randint(3, 12)
         total = k * rng.randint(15, 60)
@@ -146,7 +179,7 @@ def two_call(rng: random.Random) -> tuple[str, int]:
             f"{n} has {a} {t} and gets {total - a} more, then shares them equally among "
             f"{k} friends. How many {t} does each friend get?"
         )
-        return q, total // k
+        return q, total // k, TWO_CALL[kind]
     if kind == 2:
         price, count = rng.randint(3, 19), rng.randint(4, 12)
         bill = rng.choice([100, 200, 500])
@@ -154,54 +187,60 @@ def two_call(rng: random.Random) -> tuple[str, int]:
             f"A shop sells {t} at {price} dollars each. {n} buys {count} of them and pays "
             f"with a {bill} dollar note. How many dollars of change does {n} get?"
         )
-        return q, bill - price * count
+        return q, bill - price * count, TWO_CALL[kind]
     a, b, c = rng.randint(120, 599), rng.randint(120, 599), rng.randint(40, 200)
     q = (
         f"{n} has {a} {t} and {rng.choice(NAMES_LIST)} has {b}. They lose {c} together. "
         f"How many {t} do they have left?"
     )
-    return q, a + b - c
+    return q, a + b - c, TWO_CALL[kind]
 
 
-def read_off(rng: random.Random) -> tuple[str, int]:
+def read_off(rng: random.Random) -> tuple[str, int, str]:
     n, m, t = *rng.sample(NAMES_LIST, 2), rng.choice(THINGS_LIST)
     kind = rng.randrange(4)
     if kind == 0:
         a, b = rng.randint(6, 80), rng.randint(6, 80)
-        return f"{n} is {a} years old and {m} is {b} years old. How old is {m}?", b
+        return f"{n} is {a} years old and {m} is {b} years old. How old is {m}?", b, READ_OFF[kind]
     if kind == 1:
         a, b = rng.randint(10, 500), rng.randint(10, 500)
-        return f"{n} has {a} red {t} and {b} blue {t}. How many blue {t} does {n} have?", b
+        return (
+            f"{n} has {a} red {t} and {b} blue {t}. How many blue {t} does {n} have?",
+            b,
+            READ_OFF[kind],
+        )
     if kind == 2:
         deg = rng.randint(-5, 35)
         sky = rng.choice(["sunny", "cloudy", "rainy", "windy"])
         q = f"The weather report says it is {deg} degrees and {sky} today. "
         q += "What is the temperature in degrees?"
-        return q, deg
+        return q, deg, READ_OFF[kind]
     a = rng.randint(100, 999)
-    return f"{n} lives at number {a} on Elm Street. What is the house number?", a
+    return f"{n} lives at number {a} on Elm Street. What is the house number?", a, READ_OFF[kind]
 
 
 def _rows(
     rng: random.Random, counts: dict[str, int], facts: list[tuple[str, int]], prefix: str
 ) -> list[dict[str, object]]:
-    makers: dict[str, tuple[Callable[[random.Random], tuple[str, int]], list[dict[str, object]]]]
+    makers: dict[
+        str, tuple[Callable[[random.Random], tuple[str, int, str]], list[dict[str, object]]]
+    ]
     makers = {"one-call": (one_call, CALC), "two-call": (two_call, CALC2)}
     rows: list[dict[str, object]] = []
     seen: set[str] = set()
 
-    def add(kind: str, q: str, a: int, expected: list[dict[str, object]]) -> None:
+    def add(kind: str, q: str, a: int, template: str, expected: list[dict[str, object]]) -> None:
         if q in seen:
             return
         seen.add(q)
-        row = {"id": f"{prefix}-{len(rows):04d}", "kind": kind, "question": q, "answer": str(a)}
-        rows.append(row | {"expected_calls": expected})
+        row = {"id": f"{prefix}-{len(rows):04d}", "kind": kind, "template": template}
+        rows.append(row | {"question": q, "answer": str(a), "expected_calls": expected})
 
     for kind, (make, expected) in makers.items():
         while sum(r["kind"] == kind for r in rows) < counts[kind]:
             add(kind, *make(rng), expected)
     for q, a in facts:
-        add("no-tool", q, a, [])
+        add("no-tool", q, a, "fact", [])
     while sum(r["kind"] == "no-tool" for r in rows) < counts["no-tool"]:
         add("no-tool", *read_off(rng), [])
     rng.shuffle(rows)

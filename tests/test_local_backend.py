@@ -19,6 +19,7 @@ from agentmill.backends.local_engine import (
     GroupKey,
     RowOutput,
     cut_at_stop,
+    prefix_families,
     template_message,
 )
 from agentmill.errors import UserError
@@ -224,7 +225,7 @@ def both_paths(
         engine.grammars.get(forced_functions([CALC_TOOL], "required") or []) if forced else None
     )
     grammars = [grammar] * len(prompts) if forced else None
-    assert engine.prefixes is not None
+    assert engine.prefixes is not None and engine.shared_attention  # the prefix kept once
     engine.prefixes.entries.clear()
     try:
         engine.use_prefix_cache = False
@@ -307,3 +308,36 @@ def test_aclose_fails_pending_requests_and_the_backend_stays_usable(
 
     asyncio.run(close_midway())
     assert ask(local_backend, "Say hello.").text.strip()  # a new loop gets a new worker
+
+
+@pytest.mark.model
+def test_prompts_that_fork_early_run_as_one_generate_per_family(
+    local_backend: LocalBackend,
+) -> None:
+    """Rows of two agents in one batch (another system prompt, no tools) share only the
+    template's first tokens: each family gets its own prefix (two LRU entries) and the rows
+    come back in order, equal to the plain path's."""
+    engine = local_backend.engine
+    other = "Reply with one number and nothing else. " * 4
+    bare = [
+        engine.render(
+            [Message(role="system", content=other), Message(role="user", content=q)], None
+        )
+        for q in QUESTIONS[:2]
+    ]
+    with_tools = quiz_prompts(engine, forced=False)
+    prompts = [with_tools[0], bare[0], with_tools[1], bare[1], with_tools[2]]
+    ids = engine.tok(prompts, add_special_tokens=False)["input_ids"]
+    assert prefix_families(ids) == [[0, 2, 4], [1, 3]]
+    assert engine.prefixes is not None
+    engine.prefixes.entries.clear()
+    key: GroupKey = (0.0, 1.0, 10, ())
+    calls = engine.prefixes.stats["encoded_tokens"]
+    try:
+        engine.use_prefix_cache = False
+        plain = engine.generate(prompts, key, [])
+    finally:
+        engine.use_prefix_cache = True
+    assert engine.prefixes.stats["encoded_tokens"] == calls  # the plain path encoded nothing
+    assert engine.generate(prompts, key, []) == plain
+    assert len(engine.prefixes.entries) == 2

@@ -7,8 +7,9 @@
 `complete()` renders the chat template and queues the prompt; one worker task per event loop
 collects up to `max_batch_size` requests (waiting up to `batch_wait_ms` after the first),
 groups those with identical generation settings, and runs one padded `generate` per group in a
-single worker thread; the group's shared prompt prefix is encoded once and reused across
-batches (`local_engine.PrefixCache`; `prefix_cache=False` turns that off). The model is loaded
+single worker thread (one per family of shared prefix when the group's prompts fork early);
+the shared prompt prefix is encoded once, reused across batches (`local_engine.PrefixCache`;
+`prefix_cache=False` turns that off) and kept once per batch (`shared_prefix`). The model is loaded
 once (lazily, or with `load()`) and is shared by every event loop that uses the backend, so
 one instance survives successive `asyncio.run` calls.
 

@@ -9,10 +9,12 @@ A group may be constrained: then each row has its own compiled call grammar
 Shared prefix: the prompts of a group usually share a long token prefix (system prompt, tools,
 few-shot turns), and prefill dominates short completions. When they share at least
 `PREFIX_MIN_TOKENS` tokens, the prefix is encoded once at batch size 1 (or taken from a small
-LRU of earlier prefixes, `PrefixCache`), expanded to the batch, and `generate` encodes only
-each row's suffix. Rows are laid out `prefix | padding | suffix` with the padding masked out;
-`generate` derives position ids from the mask's cumulative sum, so each row's tokens keep the
-positions they would have without padding.
+LRU of earlier prefixes, `PrefixCache`) and `generate` encodes only each row's suffix. On
+`sdpa` models the prefix then stays at batch size 1 for the whole `generate`
+(`shared_prefix`: each decoding step reads it once, not once per row); other attentions get
+it expanded to every row. Rows are laid out `prefix | padding | suffix` with the padding
+masked out; `generate` derives position ids from the mask's cumulative sum, so each row's
+tokens keep the positions they would have without padding.
 
 Everything here runs in the backend's single worker thread (grammar compiling aside, which is
 locked); `backends/local.py` owns the queue and the batching."""
@@ -77,6 +79,44 @@ def combined_seed(seeds: list[int]) -> int:
     return int(content_hash(sorted(seeds)), 16) % (2**63)
 
 
+def prefix_families(ids: list[list[int]]) -> list[list[int]]:
+    """The rows (indices) split into families that each share a long token prefix: one family
+    when the whole batch shares at least half of its shortest row; else the rows sorted by
+    their tokens, cut wherever two neighbours share less than half of the shorter one (or
+    fewer than `PREFIX_MIN_TOKENS`); the rows that share nothing long with another row are
+    one family of their own. Each family lists its rows in input order.
+
+    >>> a, b = [1] * 40, [2] * 40
+    >>> prefix_families([a + [3], a + [4], b + [5], a + [3], b + [6], [7]])
+    [[0, 1, 3], [2, 4], [5]]
+    >>> prefix_families([a + [3], b + [4], [5]]), prefix_families([a + [3], a + [4]])
+    ([[0, 1, 2]], [[0, 1]])
+    """
+
+    def shared(a: list[int], b: list[int]) -> int:
+        return len(os.path.commonprefix([a, b]))
+
+    def long(n: int, shortest: int) -> bool:
+        return n >= PREFIX_MIN_TOKENS and 2 * n >= shortest
+
+    everyone = list(range(len(ids)))
+    # the lexicographically first and last rows share the least: the batch's common prefix
+    if len(ids) < 2 or long(shared(min(ids), max(ids)), min(map(len, ids))):
+        return [everyone]
+    order = sorted(everyone, key=lambda i: ids[i])
+    families: list[list[int]] = [[order[0]]]
+    for prev, i in zip(order, order[1:], strict=False):
+        a_, b_ = ids[prev], ids[i]
+        if long(shared(a_, b_), min(len(a_), len(b_))):
+            families[-1].append(i)
+        else:
+            families.append([i])
+    # rows that share nothing long with any other row go together, as they would have anyway
+    rest = sorted(i for f in families if len(f) == 1 for i in f)
+    kept = [sorted(f) for f in families if len(f) > 1] + ([rest] if rest else [])
+    return sorted(kept, key=lambda f: f[0]) if len(kept) > 1 else [everyone]
+
+
 class Engine:
     """A loaded tokenizer and model; every method here is synchronous and thread-bound."""
 
@@ -87,6 +127,8 @@ class Engine:
     def __init__(self, path: Path, cfg: LocalBackendConfig, prefix_cache: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from agentmill.backends import shared_prefix
 
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
         try:
@@ -106,6 +148,9 @@ class Engine:
         self.grammars = GrammarCache(self.tok, self.lm.config.vocab_size)
         # None when the model cannot take a shared prefix (see `PrefixCache.supports`).
         self.prefixes = PrefixCache(self.lm) if PrefixCache.supports(self.lm) else None
+        # With `sdpa` attention the prefix is kept once for the whole batch, not per row
+        # (`shared_prefix`); other attentions get it expanded to every row.
+        self.shared_attention = self.prefixes is not None and shared_prefix.register(self.lm)
         # Whether `generate` reuses a shared prefix; tests turn it off to compare outputs.
         self.use_prefix_cache = prefix_cache
         self._warm_up()
@@ -143,29 +188,57 @@ class Engine:
         seeds: list[int],
         grammars: list[Any] | None = None,
     ) -> list[RowOutput]:
-        """One padded `generate` over `prompts`, all sharing the settings in `key`; with
-        `grammars` (one compiled grammar per prompt), each row is constrained by its own."""
+        """Generate for `prompts`, all sharing the settings in `key`; with `grammars` (one
+        compiled grammar per prompt), each row is constrained by its own. Rows whose prompts
+        fork early (say, prompts with the tool block and prompts without it) are run as one
+        padded `generate` per family of shared prefix (`prefix_families`), so each family
+        keeps its own long prefix instead of the batch sharing almost none."""
+        ids: list[list[int]] = self.tok(prompts, add_special_tokens=False)["input_ids"]
+        families = prefix_families(ids) if self._prefix_on() else [list(range(len(ids)))]
+        out: list[RowOutput | None] = [None] * len(ids)
+        for rows in families:
+            sub = grammars and [grammars[i] for i in rows]
+            rows_out = self._generate([ids[i] for i in rows], key, seeds, sub)
+            for i, row in zip(rows, rows_out, strict=True):
+                out[i] = row
+        return [r for r in out if r is not None]
+
+    def _generate(
+        self, ids: list[list[int]], key: GroupKey, seeds: list[int], grammars: list[Any] | None
+    ) -> list[RowOutput]:
+        """One padded `generate` over token rows."""
         import torch
 
-        ids: list[list[int]] = self.tok(prompts, add_special_tokens=False)["input_ids"]
+        from agentmill.backends import shared_prefix
+
         kw = self._generate_kwargs(key)
         if grammars is not None:
             kw["logits_processor"] = [logits_processor(grammars)]
         with torch.inference_mode(), self._seeded(seeds):
             shared = self._shared_prefix(ids)
+            cache = None
             if shared and self.prefixes is not None:
                 kv = self.prefixes.get(tuple(ids[0][:shared]))
-                kw["past_key_values"] = self.prefixes.expanded(kv, len(ids))
+                if self.shared_attention:
+                    own = max(len(row) for row in ids) - shared + key[2]
+                    cache = shared_prefix.make_cache(kv, self.lm.config, own)
+                    kw["past_key_values"] = cache
+                else:
+                    kw["past_key_values"] = self.prefixes.expanded(kv, len(ids))
             input_ids, mask = self._layout(ids, shared)
-            out = self.lm.generate(input_ids=input_ids, attention_mask=mask, **kw)
+            with shared_prefix.active(cache):
+                out = self.lm.generate(input_ids=input_ids, attention_mask=mask, **kw)
         new = out[:, input_ids.shape[1] :].tolist()
         return [self._row(row, len(p), key[3]) for row, p in zip(new, ids, strict=True)]
+
+    def _prefix_on(self) -> bool:
+        return self.use_prefix_cache and self.prefixes is not None
 
     def _shared_prefix(self, ids: list[list[int]]) -> int:
         """How many leading tokens the rows share and `generate` should take from the prefix
         cache: 0 when off, unsupported or too short. Each row keeps at least one token of its
         own, as `generate` must encode something to produce the first logits."""
-        if not self.use_prefix_cache or self.prefixes is None:
+        if not self._prefix_on():
             return 0
         n = min(len(os.path.commonprefix(ids)), min(len(row) for row in ids) - 1)
         return n if n >= PREFIX_MIN_TOKENS else 0

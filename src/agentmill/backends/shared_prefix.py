@@ -1,0 +1,177 @@
+"""Attention over a prompt prefix that every row of a batch shares, stored once.
+
+The rows of a rollout batch share a long prefix (system prompt, tool block, few-shot turns).
+Expanding its keys and values to every row (what a plain `DynamicCache` needs) makes each
+decoding step read the prefix once per row, and `DynamicCache` copies the whole cache at every
+step as it grows by concatenation: on a CPU, with a 1,000-token prefix and 16 rows, that memory
+traffic costs more than the model's weights do.
+
+Here the prefix stays at batch size 1 and each row's own tokens go to a preallocated buffer
+(`SharedPrefixLayer`); the attention function registered as `ATTENTION` scores each query
+against the one prefix and against its row's suffix, and takes a single softmax over both, so
+the result is exact attention over `prefix | suffix`, only computed without the copies.
+
+The layout is the one `local_engine` gives `generate`: `prefix | padding | suffix` per row, the
+padding masked out; the mask `generate` builds covers prefix and suffix columns, and every row
+sees the whole prefix. Outside a shared-prefix `generate` (no active cache on this thread), the
+function is plain `sdpa`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from transformers.cache_utils import DynamicLayer
+
+ATTENTION = "agentmill_shared_prefix"
+
+_active = threading.local()  # .cache: the SharedPrefixCache of the running generate, or None
+
+
+def register(lm: Any) -> bool:
+    """Switch `lm` to the shared-prefix attention when it runs on `sdpa` (the function falls
+    back to `sdpa` itself); False, and `lm` untouched, for any other attention."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    if lm.config._attn_implementation not in ("sdpa", ATTENTION):
+        return False
+    AttentionInterface.register(ATTENTION, attention)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+    lm.set_attn_implementation(ATTENTION)
+    return True
+
+
+def make_cache(prefix: tuple[tuple[Any, Any], ...], config: Any, capacity: int) -> Any:
+    """A `DynamicCache` whose layers hold `prefix` (per layer, keys and values at batch size
+    1) once and room for `capacity` tokens of each row's own."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=config)
+    cache.layers = [SharedPrefixLayer(k, v, capacity) for k, v in prefix]
+    return cache
+
+
+@contextmanager
+def active(cache: Any) -> Iterator[None]:
+    """Make `cache` the one the attention function reads prefixes from, on this thread."""
+    _active.cache = cache
+    try:
+        yield
+    finally:
+        _active.cache = None
+
+
+class SharedPrefixLayer(DynamicLayer):  # type: ignore[misc]
+    """One layer's cache: the shared prefix (batch 1) and the rows' own tokens, appended in
+    place into a buffer (grown by doubling when `capacity` runs out). Lengths and mask sizes
+    count the prefix, so `generate` numbers positions as if the prefix were in every row."""
+
+    def __init__(self, keys: Any, values: Any, capacity: int):
+        super().__init__()
+        self.prefix = (keys, values)
+        self.prefix_len = int(keys.shape[-2])
+        self.capacity = capacity
+        self._buf: tuple[Any, Any] | None = None
+        self._len = 0
+
+    def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        old, new = self._len, self._len + key_states.shape[-2]
+        buf = self._buf
+        if buf is None or new > buf[0].shape[-2] or buf[0].shape[0] != key_states.shape[0]:
+            size = max(new, self.capacity, 2 * (buf[0].shape[-2] if buf is not None else 0))
+            b, h, _, d = key_states.shape
+            grown = (
+                key_states.new_empty((b, h, size, d)),
+                value_states.new_empty((b, h, size, value_states.shape[-1])),
+            )
+            if buf is not None and old:
+                grown[0][:, :, :old] = buf[0][:, :, :old]
+                grown[1][:, :, :old] = buf[1][:, :, :old]
+            buf = self._buf = grown
+        buf[0][:, :, old:new] = key_states
+        buf[1][:, :, old:new] = value_states
+        self._len = new
+        self.keys, self.values = buf[0][:, :, :new], buf[1][:, :, :new]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.prefix_len + self._len
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.get_seq_length() + query_length, 0
+
+    def crop(self, tokens_to_remove: int) -> None:  # pragma: no cover - not used by sampling
+        raise NotImplementedError("a shared-prefix cache cannot be cropped")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:  # pragma: no cover
+        raise NotImplementedError("a shared-prefix cache cannot be expanded")
+
+    def batch_select_indices(self, indices: Any) -> None:  # pragma: no cover
+        raise NotImplementedError("a shared-prefix cache cannot drop rows")
+
+
+def attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """Exact softmax attention of each row's queries over the shared prefix and its own
+    keys; `sdpa` when no shared-prefix cache is active. Returns `(batch, q, heads, dim)`."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cache = getattr(_active, "cache", None)
+    if cache is None:
+        return sdpa_attention_forward(  # type: ignore[no-any-return]
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    pk, pv = cache.layers[module.layer_idx].prefix  # (1, kv_heads, P, dim)
+    b, heads, q, dim = query.shape
+    kv_heads, p, s = key.shape[1], pk.shape[-2], key.shape[-2]
+    g = heads // kv_heads  # query heads per kv head: head h reads kv head h // g
+    scale = scaling if scaling is not None else dim**-0.5
+    # (b, kv_heads, g*q, dim): the queries of one kv head's group together
+    qg = query.reshape(b, kv_heads, g * q, dim)
+    # prefix scores, one matmul per kv head over every row's queries: (kv_heads, b*g*q, P)
+    qp = qg.transpose(0, 1).reshape(kv_heads, b * g * q, dim)
+    sp = torch.matmul(qp, pk[0].transpose(-1, -2)).view(kv_heads, b, g * q, p).transpose(0, 1)
+    ss = torch.matmul(qg, key.transpose(-1, -2))  # (b, kv_heads, g*q, S)
+    scores = torch.cat([sp, ss], dim=-1).mul_(scale)
+    visible = _suffix_mask(attention_mask, b, q, p, s, query.device)
+    if visible is not None:  # (b, 1, q, S) -> (b, 1, g*q, S), group-major like qg
+        visible = visible.unsqueeze(2).expand(b, 1, g, q, s).reshape(b, 1, g * q, s)
+        scores[..., p:].masked_fill_(~visible, float("-inf"))
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    pp = probs[..., :p].transpose(0, 1).reshape(kv_heads, b * g * q, p)
+    out = torch.matmul(pp, pv[0]).view(kv_heads, b, g * q, dim).transpose(0, 1)
+    out = out + torch.matmul(probs[..., p:], value)
+    return out.reshape(b, heads, q, dim).transpose(1, 2).contiguous(), None
+
+
+def _suffix_mask(mask: Any, b: int, q: int, p: int, s: int, device: Any) -> Any:
+    """Which of the row's own S keys each query sees, `(b, 1, q, S)` booleans; None when it
+    sees them all. The mask `generate` built covers `P + S` columns (booleans or additive
+    floats); None from it means plain causal attention over the `P + S` positions."""
+    import torch
+
+    if mask is None:
+        if q == 1:
+            return None
+        # query i sits at suffix position S - q + i and sees the suffix keys up to it
+        keys = torch.arange(s, device=device)
+        queries = torch.arange(s - q, s, device=device)
+        return (keys[None, :] <= queries[:, None]).expand(b, 1, q, s)
+    mask = mask[..., -s:]
+    if mask.dtype != torch.bool:
+        mask = mask == 0
+    return mask.expand(b, 1, q, s)
