@@ -1,4 +1,5 @@
-"""Seconds per batch with the shared prefix expanded to every row vs kept once (local engine).
+"""Seconds per batch with the shared prefix expanded to every row vs kept once, and with finished
+rows leaving the batch (local engine).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/shared_prefix.py [--batch 16] [--batches 2]
 
@@ -8,8 +9,11 @@ which all but the question are shared) on the first training questions; temperat
 `max_tokens` 48, one `generate` per batch straight on the engine. *expanded*: the encoded
 prefix is copied to every row of a `DynamicCache` (which copies the whole cache again at
 every step as it grows); *shared*: the prefix is kept once and each row's own tokens go to a
-preallocated buffer (`backends/shared_prefix.py`). Both start each batch from the warm prefix
-LRU (the prefix is encoded before timing). Greedy rows are identical on both paths (tested).
+preallocated buffer (`backends/shared_prefix.py`), in HF `generate` (every row runs until the
+longest ends); *shared, early exit*: the same, in `shared_prefix.decode`, where a finished row
+leaves the batch. All start each batch from the warm prefix LRU (the prefix is encoded before
+timing). Greedy rows are identical on all paths (tested); sampled rows differ between
+`generate` and `decode`, which draw differently.
 """
 
 from __future__ import annotations
@@ -53,8 +57,13 @@ def main() -> None:
     engine.generate(rows[:2], key, [0])  # encode the shared prefix into the LRU
     print(f"{len(rows)} prompts of ~{n_tokens} tokens, {args.batch} rows per batch")
     print("| path | s/batch | completion tokens/s |\n| --- | ---: | ---: |")
-    for name, shared in (("expanded", False), ("shared", True)):
-        engine.shared_attention = shared
+    paths = (
+        ("expanded", False, False),
+        ("shared", True, False),
+        ("shared, early exit", True, True),
+    )
+    for name, shared, early in paths:
+        engine.shared_attention, engine.early_exit = shared, early
         seconds, tokens = 0.0, 0
         for i in range(0, len(rows), args.batch):
             start = time.perf_counter()

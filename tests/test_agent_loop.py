@@ -171,3 +171,18 @@ def test_injection_is_chosen_by_the_sample_key() -> None:
     picks = [agent._injects(f"task{i}#0", 0) for i in range(400)]
     assert picks == [agent._injects(f"task{i}#0", 0) for i in range(400)]  # stable on resume
     assert 150 < sum(picks) < 250
+
+
+def test_tool_choice_none_never_runs_a_call() -> None:
+    """A step told `tool_choice: none` (e.g. `first_tool_choice: expected` on a task that needs
+    no tool) is an answer even when the model writes a call: the tool never runs, the call text
+    stays in the answer (so rewards and the protocol-tag filter reject it), like the API."""
+    text_call = '<tool_call>\n{"name": "echo", "arguments": {"x": "y"}}\n</tool_call>'
+    for reply in (text_call, loop_reply()):
+        r, _ = _run([reply, "done"], AgentConfig(first_tool_choice="none"))
+        assert r.stats.steps == 1 and r.stats.tool_calls == 0 and r.stop_reason == "answer"
+        assert r.messages[-1].tool_calls is None
+        assert r.final_answer == (text_call if isinstance(reply, str) else "")
+    # later steps are unforced again: the same reply after an answer-less first step is a call
+    r, _ = _run([text_call, "done"], AgentConfig(first_tool_choice="auto"))
+    assert r.stats.tool_calls == 1 and r.final_answer == "done"

@@ -251,6 +251,21 @@ def test_prefix_cache_gives_the_same_greedy_rows(local_backend: LocalBackend) ->
 
 
 @pytest.mark.model
+def test_rows_that_finish_early_leave_the_batch_and_the_rest_match_generate(
+    local_backend: LocalBackend,
+) -> None:
+    """On the shared-prefix path finished rows leave the batch (`shared_prefix.decode`); the
+    rows still running must come out as from one plain `generate` over the whole batch."""
+    engine = local_backend.engine
+    prompts = quiz_prompts(engine, forced=False)
+    plain, cached = both_paths(engine, prompts, (0.0, 1.0, 40, ("4",)))
+    assert cached == plain
+    lengths = sorted({r.completion_tokens for r in cached})  # a stop string ended some rows
+    assert len(lengths) > 1 and lengths[-1] == 40
+    assert {r.finish_reason for r in cached} == {"stop", "length"}
+
+
+@pytest.mark.model
 def test_prefix_cache_gives_the_same_forced_calls(local_backend: LocalBackend) -> None:
     prompts = quiz_prompts(local_backend.engine, forced=True)
     plain, cached = both_paths(local_backend.engine, prompts, (0.0, 1.0, 24, ()), forced=True)

@@ -87,3 +87,37 @@ def test_without_an_active_cache_it_is_plain_sdpa() -> None:
         q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1), is_causal=True
     ).transpose(1, 2)
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_selecting_rows_keeps_their_tokens_and_later_updates_append_after_them() -> None:
+    pk = pv = torch.zeros(1, KV_HEADS, P, DIM)
+    layer = shared_prefix.SharedPrefixLayer(pk, pv, capacity=8)
+    rows = torch.arange(B, dtype=torch.float32).view(B, 1, 1, 1)
+    layer.update(rows.expand(B, KV_HEADS, 2, DIM), -rows.expand(B, KV_HEADS, 2, DIM))
+    layer.batch_select_indices(torch.tensor([0, 2]))  # row 1 finished
+    keys, values = layer.update(
+        torch.full((2, KV_HEADS, 1, DIM), 9.0), torch.zeros(2, KV_HEADS, 1, DIM)
+    )
+    assert keys.shape == (2, KV_HEADS, 3, DIM) and layer.get_seq_length() == P + 3
+    assert keys[:, 0, :, 0].tolist() == [[0, 0, 9], [2, 2, 9]]
+    assert values[:, 0, :2, 0].tolist() == [[0, 0], [-2, -2]]
+
+
+def test_picker_draws_from_the_tempered_top_p_nucleus() -> None:
+    from agentmill.backends.local_engine import picker
+
+    torch.manual_seed(0)
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().expand(20_000, -1)
+    # top_p 0.9: the first three hold 0.95 (the third is kept: 0.8 < 0.9 before it), the last
+    # is cut; the kept ones are drawn in proportion to their probabilities
+    drawn = picker(1.0, 0.9)(logits)
+    freq = torch.bincount(drawn, minlength=4).float() / len(drawn)
+    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0]) / 0.95, atol=0.015, rtol=0)
+    # temperature 0.5 squares and renormalises; top_k 2 keeps the two largest
+    freq = torch.bincount(picker(0.5, 1.0, top_k=2)(logits), minlength=4).float() / 20_000
+    sq = torch.tensor([0.25, 0.09, 0, 0])
+    torch.testing.assert_close(freq, sq / sq.sum(), atol=0.015, rtol=0)
+    # a nucleus smaller than the top token still keeps it; temperature 0 is the argmax
+    assert set(picker(1.0, 0.1)(logits).tolist()) == {0}
+    assert picker(0.0, 1.0)(torch.tensor([[0.1, 2.0, -1.0]])).tolist() == [1]

@@ -22,9 +22,13 @@ strings do not apply to it). Forced requests with the same settings share a `gen
 row masked by its own grammar; a name that is not offered is a "bad_request" error. Without
 tools, `tool_choice` is ignored.
 
-What it does NOT do: continuous batching (a batch runs until its longest row ends), or native
-tool calling. A seed makes a request reproducible when it runs with the same batch companions
-(alone, in particular): rows of one batch share the random stream.
+On the shared-prefix path a row leaves its batch as soon as it ends (EOS, a stop string,
+`max_tokens`; `shared_prefix.decode`), so one rambling row no longer keeps fifteen finished ones
+computing; forced (grammar-constrained) rows and the plain path run HF `generate`, where a
+batch runs until its longest row ends. What it does NOT do: continuous batching (new requests
+wait for the running batch instead of joining it), or native tool calling. A seed makes a
+request reproducible when it runs with the same batch companions (alone, in particular): rows
+of one batch share the random stream.
 """
 
 from __future__ import annotations

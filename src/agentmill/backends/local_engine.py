@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,32 @@ def prefix_families(ids: list[list[int]]) -> list[list[int]]:
     return sorted(kept, key=lambda f: f[0]) if len(kept) > 1 else [everyone]
 
 
+def picker(temperature: float, top_p: float, top_k: int = 0) -> Callable[[Any], Any]:
+    """The next tokens from the last logits `(rows, vocab)`: greedy at temperature 0, else
+    a draw from the tempered distribution cut to `top_k` and to the top-p nucleus, as
+    `generate` samples (inverse-CDF over the sorted probabilities: one uniform per row,
+    where `torch.multinomial` draws an exponential per vocabulary entry)."""
+    import torch
+
+    if temperature <= 0:
+        return lambda logits: logits.argmax(-1)
+
+    def pick(logits: Any) -> Any:
+        scores = logits.float() / temperature
+        if 0 < top_k < scores.shape[-1]:
+            kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        probs, order = scores.softmax(-1).sort(-1, descending=True)
+        if top_p < 1.0:  # keep the tokens whose more likely predecessors hold < top_p
+            probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
+        cum = probs.cumsum(-1)
+        u = torch.rand((cum.shape[0], 1), device=cum.device) * cum[:, -1:]
+        index = torch.searchsorted(cum, u, right=True).clamp_(max=cum.shape[-1] - 1)
+        return order.gather(-1, index).squeeze(-1)
+
+    return pick
+
+
 class Engine:
     """A loaded tokenizer and model; every method here is synchronous and thread-bound."""
 
@@ -153,6 +179,10 @@ class Engine:
         self.shared_attention = self.prefixes is not None and shared_prefix.register(self.lm)
         # Whether `generate` reuses a shared prefix; tests turn it off to compare outputs.
         self.use_prefix_cache = prefix_cache
+        # Whether finished rows leave a shared-prefix batch (`shared_prefix.decode`) instead
+        # of running in HF `generate` until the longest row ends; bench/shared_prefix.py
+        # turns it off to compare.
+        self.early_exit = True
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -227,9 +257,28 @@ class Engine:
                     kw["past_key_values"] = self.prefixes.expanded(kv, len(ids))
             input_ids, mask = self._layout(ids, shared)
             with shared_prefix.active(cache):
-                out = self.lm.generate(input_ids=input_ids, attention_mask=mask, **kw)
-        new = out[:, input_ids.shape[1] :].tolist()
+                if cache is not None and grammars is None and self.early_exit:
+                    new = shared_prefix.decode(
+                        self.lm,
+                        input_ids[:, shared:],
+                        mask,
+                        cache,
+                        picker(key[0], key[1], self.top_k),
+                        key[2],
+                        self.eos_ids | {self.tok.pad_token_id},
+                        self._stop_check(key[3]),
+                    )
+                else:
+                    out = self.lm.generate(input_ids=input_ids, attention_mask=mask, **kw)
+                    new = out[:, input_ids.shape[1] :].tolist()
         return [self._row(row, len(p), key[3]) for row, p in zip(new, ids, strict=True)]
+
+    def _stop_check(self, stop: tuple[str, ...]) -> Callable[[list[int]], bool] | None:
+        """Whether a row's new tokens hold a stop string (None without stop strings)."""
+        if not stop:
+            return None
+        tok = self.tok
+        return lambda row: any(s in tok.decode(row, skip_special_tokens=True) for s in stop if s)
 
     def _prefix_on(self) -> bool:
         return self.use_prefix_cache and self.prefixes is not None

@@ -14,12 +14,15 @@ the result is exact attention over `prefix | suffix`, only computed without the 
 The layout is the one `local_engine` gives `generate`: `prefix | padding | suffix` per row, the
 padding masked out; the mask `generate` builds covers prefix and suffix columns, and every row
 sees the whole prefix. Outside a shared-prefix `generate` (no active cache on this thread), the
-function is plain `sdpa`."""
+function is plain `sdpa`.
+
+`decode` is the sampling loop of that path: unlike HF `generate`, it drops a row (and its cache
+rows) from the batch as soon as the row is done."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -111,8 +114,12 @@ class SharedPrefixLayer(DynamicLayer):  # type: ignore[misc]
     def batch_repeat_interleave(self, repeats: int) -> None:  # pragma: no cover
         raise NotImplementedError("a shared-prefix cache cannot be expanded")
 
-    def batch_select_indices(self, indices: Any) -> None:  # pragma: no cover
-        raise NotImplementedError("a shared-prefix cache cannot drop rows")
+    def batch_select_indices(self, indices: Any) -> None:
+        """Keep only the rows at `indices` (finished rows leave the batch; `decode`)."""
+        if self._buf is not None:
+            self._buf = (self._buf[0][indices], self._buf[1][indices])
+            self.keys = self._buf[0][:, :, : self._len]
+            self.values = self._buf[1][:, :, : self._len]
 
 
 def attention(
@@ -175,3 +182,60 @@ def _suffix_mask(mask: Any, b: int, q: int, p: int, s: int, device: Any) -> Any:
     if mask.dtype != torch.bool:
         mask = mask == 0
     return mask.expand(b, 1, q, s)
+
+
+def decode(
+    lm: Any,
+    input_ids: Any,
+    mask: Any,
+    cache: Any,
+    pick: Callable[[Any], Any],
+    max_tokens: int,
+    ends: set[int],
+    stopped: Callable[[list[int]], bool] | None = None,
+) -> list[list[int]]:
+    """Generate up to `max_tokens` new tokens per row, each row's `input_ids` (the uncached
+    part of `prefix | padding | suffix`, the prefix in `cache`) under the 2-D `mask` (prefix
+    columns included); `pick` turns the last logits `(rows, vocab)` into the next tokens.
+
+    A row leaves the batch once it is done: it picked an id in `ends` (kept as its last
+    token), `stopped(row)` says a stop string has appeared, or `max_tokens` is reached. Its
+    cache rows go too, so the steps after it cost what the rows still running need. (HF's
+    `generate` runs every row until the last one ends, which in rollout batches wastes half of
+    the decoding: one rambling row keeps fifteen finished ones computing.) Returns each row's
+    new tokens, in input order. Only for a `SharedPrefixLayer` cache under `active`."""
+    import torch
+
+    rows = input_ids.shape[0]
+    out: list[list[int]] = [[] for _ in range(rows)]
+    live = list(range(rows))  # the input row of each batch row
+    position = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, -input_ids.shape[1] :]
+    step_ids = input_ids
+    end_ids = torch.tensor(sorted(ends), device=input_ids.device)
+    for step in range(max_tokens):
+        logits = lm(
+            input_ids=step_ids,
+            attention_mask=mask,
+            position_ids=position,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1, :]
+        chosen = pick(logits)
+        finished = torch.isin(chosen, end_ids).tolist()
+        for b, (row, token) in enumerate(zip(live, chosen.tolist(), strict=True)):
+            out[row].append(token)
+            if stopped is not None and not finished[b] and stopped(out[row]):
+                finished[b] = True
+        if step + 1 == max_tokens or all(finished):
+            break
+        if any(finished):
+            keep = [b for b, done in enumerate(finished) if not done]
+            index = torch.tensor(keep, device=input_ids.device)
+            cache.batch_select_indices(index)
+            live = [live[b] for b in keep]
+            chosen, mask, position = chosen[index], mask[index], position[index]
+        step_ids = chosen[:, None]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        position = position[:, -1:] + 1
+    return out

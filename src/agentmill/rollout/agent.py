@@ -114,8 +114,12 @@ class Agent:
             if budget <= 0:
                 r.stop_reason = "max_tokens"
                 return
-            c = await self._complete(r, budget, sample_index, key)
-            message, errors = self._assistant_message(c, first_id=r.stats.tool_calls)
+            choice = self._tool_choice(r)
+            c = await self._complete(r, budget, sample_index, key, choice)
+            if choice == "none":  # told not to call: call-like text stays text, as in the API
+                message, errors = self._text_message(c), {}
+            else:
+                message, errors = self._assistant_message(c, first_id=r.stats.tool_calls)
             r.messages.append(message)
             if not message.tool_calls:
                 r.final_answer = message.text
@@ -123,12 +127,16 @@ class Agent:
                 return
             r.messages.extend(await self._observe(message.tool_calls, errors, r))
 
-    async def _complete(
-        self, r: AgentResult, budget: int, sample_index: int, key: str
-    ) -> Completion:
-        params = self.params.model_copy(update={"max_tokens": min(self.params.max_tokens, budget)})
+    def _tool_choice(self, r: AgentResult) -> str:
         if r.stats.steps == 0 and self.cfg.first_tool_choice and self.tools:
-            params = params.model_copy(update={"tool_choice": self.cfg.first_tool_choice})
+            return self.cfg.first_tool_choice
+        return self.params.tool_choice
+
+    async def _complete(
+        self, r: AgentResult, budget: int, sample_index: int, key: str, choice: str
+    ) -> Completion:
+        budget = min(self.params.max_tokens, budget)
+        params = self.params.model_copy(update={"max_tokens": budget, "tool_choice": choice})
         tools = self.schemas() or None
         messages = self._with_few_shot(r.messages)  # a new list: r.messages keeps growing
         if self.text_protocol and tools:
@@ -146,6 +154,13 @@ class Agent:
     def _with_few_shot(self, messages: list[Message]) -> list[Message]:
         head = 1 if messages and messages[0].role == "system" else 0
         return [*messages[:head], *self.few_shot, *messages[head:]]
+
+    @staticmethod
+    def _text_message(c: Completion) -> Message:
+        """The reply of a step that was not allowed to call: its text is the answer (a server
+        that returned calls anyway has them dropped; the text protocol's tags stay in the text,
+        where the `protocol_tags_in_text` filter finds them)."""
+        return Message(role="assistant", content=c.text, reasoning=c.reasoning, usage=c.usage)
 
     def _assistant_message(self, c: Completion, first_id: int) -> tuple[Message, dict[str, str]]:
         """The canonical assistant message, and parse errors by call id. Ids of text-protocol
