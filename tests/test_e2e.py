@@ -60,10 +60,16 @@ def _check_consistent(out) -> None:
     assert {d["reason"] for d in dropped} <= {"reward_below_min:math"}
     assert [r["id"] for r in sft] == [t["id"] for t in kept]
     assert funnel["exported"] == {"export/sft.jsonl": len(sft)}
-    # every first step was forced into a well-formed calculator call
+    # every first step was forced into a calculator call, well-formed unless max_tokens cut it
+    # (at temperature 0.8 the expression string may ramble past 48 tokens; that call stays
+    # unclosed and is reported malformed, never guessed)
     firsts = [t["messages"][2] for t in trajs]  # system, user, first assistant turn
     assert all(m["tool_calls"][0]["function"]["name"] == "calculator" for m in firsts)
-    assert all(isinstance(m["tool_calls"][0]["function"].get("arguments"), dict) for m in firsts)
+    whole = [isinstance(m["tool_calls"][0]["function"].get("arguments"), dict) for m in firsts]
+    assert all(
+        ok or m["usage"]["completion_tokens"] == 48 for ok, m in zip(whole, firsts, strict=True)
+    )
+    assert sum(whole) >= 3
     for rec in sft:
         assert rec["tools"][0]["function"]["name"] == "calculator"
         roles = [m["role"] for m in rec["messages"]]
