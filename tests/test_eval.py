@@ -97,6 +97,51 @@ def test_eval_config_keeps_the_agent_and_replaces_the_rest(tmp_path: Path) -> No
     assert cfg.filter is None and cfg.export == []
     served = eval_config("Qwen/Qwen3-8B", tmp_path / "h.jsonl", base_url="http://h:8000/v1")
     assert served.backends["eval"].type == "openai"
+    assert served.backends["eval"].api_key_env is None
+
+
+def test_eval_config_keeps_the_backend_settings_and_replaces_the_model(tmp_path: Path) -> None:
+    from agentmill.config import RunConfig
+
+    local = RunConfig.model_validate(
+        {
+            "backends": {"t": {"type": "local", "max_batch_size": 64, "dtype": "bfloat16"}},
+            "sources": [{"path": "train.jsonl"}],
+            "rollout": {"backend": "t"},
+        }
+    )
+    b = eval_config("models/r1", tmp_path / "h.jsonl", local).backends["eval"]
+    assert (b.model, b.max_batch_size, b.dtype) == ("models/r1", 64, "bfloat16")
+    served = RunConfig.model_validate(
+        {
+            "backends": {
+                "t": {
+                    "type": "openai",
+                    "base_url": "http://prod:8000/v1",
+                    "model": "prod-model",
+                    "api_key_env": "PROD_KEY",
+                    "headers": {"X-Auth": "prod"},
+                    "timeout_s": 600,
+                    "tool_protocol": "text",
+                }
+            },
+            "sources": [{"path": "train.jsonl"}],
+            "rollout": {"backend": "t"},
+        }
+    )
+    cfg = eval_config("m2", tmp_path / "h.jsonl", served, base_url="http://h:8000/v1")
+    b = cfg.backends["eval"]
+    assert (b.base_url, b.model, b.timeout_s, b.tool_protocol) == (
+        "http://h:8000/v1",
+        "m2",
+        600,
+        "text",
+    )
+    # the production endpoint's credentials never travel to another server
+    assert b.api_key_env is None and b.headers == {}
+    # a local eval of a config that samples from a server keeps nothing of the server's
+    b = eval_config("models/r1", tmp_path / "h.jsonl", served).backends["eval"]
+    assert b.type == "local" and b.max_batch_size == 16
 
 
 @pytest.mark.model

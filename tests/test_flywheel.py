@@ -164,6 +164,23 @@ def test_eval_run_is_resolved_beside_the_config(tmp_path: Path) -> None:
     assert load_flywheel(cfg).eval_run is None  # the evals use the run's agent
 
 
+def test_the_student_sampler_keeps_the_teachers_backend_settings(tmp_path: Path) -> None:
+    """Round k > 1 samples with round k-1's model on the teacher's settings (batch size,
+    dtype, device): a GPU flywheel must not fall back to the CPU defaults."""
+    from agentmill.flywheel import _round_config, load_flywheel
+
+    fw_path = _write_configs(tmp_path)
+    run = yaml.safe_load((tmp_path / "run.yaml").read_text())
+    run["backends"]["teacher"] |= {"max_batch_size": 48, "dtype": "bfloat16", "device": "cuda"}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    fw = load_flywheel(fw_path)
+    cfg = _round_config(fw, 2, str(tmp_path / "round-1" / "model"))
+    student = cfg.backends[cfg.rollout.backend]
+    assert student.model == str(tmp_path / "round-1" / "model")
+    assert (student.max_batch_size, student.dtype, student.device) == (48, "bfloat16", "cuda")
+    assert cfg.backends["teacher"].model == "smollm2-135m"  # round 1's sampler, untouched
+
+
 @pytest.mark.model
 @pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*:FutureWarning")
 def test_feedback_flywheel_from_chat_logs(cli, tmp_path: Path, tiny_llama: Path) -> None:

@@ -4,8 +4,9 @@ Each model runs the agent loop on the same tasks at temperature 0, one sample pe
 the pipeline's public API (`pipeline.run` on a derived `RunConfig`): the run folder, the
 response cache and resume work as for any run, and a killed eval resumes. The tools, agent
 limits, prompts and rewards come from `--config` (any run config; its backends, sources'
-paths, filter, curation and exports are replaced), else from `DEFAULT` (the calculator, the
-math and tool_call rewards).
+paths, filter, curation and exports are replaced; its rollout backend's settings such as
+`max_batch_size`, `dtype` or `device` are kept when it is of the same type), else from
+`DEFAULT` (the calculator, the math and tool_call rewards).
 
 Figures, from the scored trajectories and their tasks (`figures`):
 
@@ -43,6 +44,7 @@ DEFAULT: dict[str, Any] = {
     "rollout": {"tools": ["calculator"], "agent": {"max_steps": 4}, "params": {"max_tokens": 256}},
     "score": {"rewards": ["math", "tool_call"]},
 }
+ENDPOINT = ("model", "base_url", "api_key_env", "headers")
 DROPPED = ("filter", "judge", "dedup", "decontaminate", "balance", "tasks_out")
 
 
@@ -89,12 +91,17 @@ def eval_config(
     data = base.model_dump(mode="json", exclude_none=True) if base else dict(DEFAULT)
     if Path(model).expanduser().is_dir():  # the same folder, however it is named
         model = str(Path(model).expanduser().absolute())
+    rollout = dict(data.get("rollout") or {})
     backend: dict[str, Any] = {"type": "local", "model": model}
     if base_url:
         backend = {"type": "openai", "base_url": base_url, "model": model}
         if api_key_env:
             backend["api_key_env"] = api_key_env
-    rollout = dict(data.get("rollout") or {})
+    # The config's own backend settings of the same type (batch size, dtype, device, threads,
+    # timeouts, tool protocol) still apply; the model and the endpoint, with what
+    # authenticates to it (key variable, headers), come from the command line.
+    own = (data.get("backends") or {}).get(rollout.get("backend") or "", {})
+    backend = swap_model(own, backend)
     rollout["backend"], rollout["n"] = "eval", 1
     rollout["params"] = {**(rollout.get("params") or {}), "temperature": 0.0}
     files = [s for s in data.get("sources") or [] if s.get("type", "file") == "file"]
@@ -110,6 +117,15 @@ def eval_config(
     for key in DROPPED:
         data.pop(key, None)
     return RunConfig.model_validate(data)
+
+
+def swap_model(own: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Backend config `new` (type, model, maybe endpoint) with the settings of `own`, a
+    backend config of the same type, kept: batch size, dtype, device, threads, timeouts, tool
+    protocol. The endpoint and what authenticates to it are never taken from `own`."""
+    if own.get("type") != new["type"]:
+        return new
+    return {k: v for k, v in own.items() if k not in ENDPOINT} | new
 
 
 def _calls(t: dict[str, Any]) -> list[dict[str, Any]]:

@@ -99,6 +99,7 @@ def _round_config(
     the sampler."""
     from agentmill.config import RunConfig
     from agentmill.configfile import load_config
+    from agentmill.evaluation import swap_model
     from agentmill.train.trainer import TrainOptions
 
     method = TrainOptions(**fw.train).method
@@ -108,7 +109,9 @@ def _round_config(
     if tasks is not None:  # the feedback run's kept tasks replace the run config's sources
         data["sources"] = [{"type": "file", "path": str(tasks)}]
     if sampler is not None:
-        data["backends"] = {**data["backends"], "student": {"type": "local", "model": sampler}}
+        own = data["backends"].get(data["rollout"].get("backend", "teacher"), {})
+        student = swap_model(own, {"type": "local", "model": sampler})  # the teacher's dtype, ...
+        data["backends"] = {**data["backends"], "student": student}
         data["rollout"] = {**data["rollout"], "backend": "student"}
     return RunConfig.model_validate(data)
 
