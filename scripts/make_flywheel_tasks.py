@@ -93,6 +93,62 @@ FACTS: list[tuple[str, int]] = [
     ("How many wheels does a unicycle have?", 1),
 ]
 
+# Facts only the training file holds (appended after the split above, so the held-out file
+# keeps its 30 facts byte for byte): with 28 training facts, a 135M teacher verified 2 or 3
+# per round, too few for the student to learn that a fact needs no tool.
+TRAIN_ONLY_FACTS: list[tuple[str, int]] = [
+    ("How many legs does a cow have?", 4),
+    ("How many legs does a sheep have?", 4),
+    ("How many legs does a duck have?", 2),
+    ("How many legs does a pig have?", 4),
+    ("How many legs does a goat have?", 4),
+    ("How many legs does an elephant have?", 4),
+    ("How many legs does a frog have?", 4),
+    ("How many legs does a person have?", 2),
+    ("How many arms does a person have?", 2),
+    ("How many ears does a person have?", 2),
+    ("How many thumbs are on one hand?", 1),
+    ("How many mouths does a person have?", 1),
+    ("How many heads does a person have?", 1),
+    ("How many wheels does a motorcycle have?", 2),
+    ("How many wheels does a skateboard have?", 4),
+    ("How many days are in the month of December?", 31),
+    ("How many days are in the month of June?", 30),
+    ("How many days are in the month of March?", 31),
+    ("How many days are in a leap year?", 366),
+    ("How many zeros are in one hundred?", 2),
+    ("How many zeros are in one thousand?", 3),
+    ("How many cents are in a quarter?", 25),
+    ("How many cents are in a dime?", 10),
+    ("How many cents are in a nickel?", 5),
+    ("How many sides does a stop sign have?", 8),
+    ("How many strings does a violin have?", 4),
+    ("How many keys are on a standard piano?", 88),
+    ("How many players are on a basketball team on the court?", 5),
+    ("How many squares are on a chess board?", 64),
+    ("How many pieces does each player start with in chess?", 16),
+    ("How many cards are in a standard deck?", 52),
+    ("How many faces does a standard die have?", 6),
+    ("How many inches are in a foot?", 12),
+    ("How many feet are in a yard?", 3),
+    ("How many ounces are in a pound?", 16),
+    ("How many millimeters are in a centimeter?", 10),
+    ("How many seconds are in an hour?", 3600),
+    ("How many degrees are in a right angle?", 90),
+    ("How many degrees are in a full circle?", 360),
+    ("How many sides does a heptagon have?", 7),
+    ("How many sides does a decagon have?", 10),
+    ("How many vowels are in the English alphabet?", 5),
+    ("How many oceans are there on Earth?", 5),
+    ("How many teeth does an adult person usually have?", 32),
+    ("How many bones are in the adult human body?", 206),
+    ("How many years are in a millennium?", 1000),
+    ("How many wings does a butterfly have?", 4),
+    ("How many arms does a starfish usually have?", 5),
+    ("How many humps does a dromedary camel have?", 1),
+    ("How many days are in the month of February in a leap year?", 29),
+]
+
 # The template of each kind of problem (the task's `template` field; the sampling run balances
 # its kept data over them).
 ONE_CALL = [
@@ -253,7 +309,7 @@ def main() -> None:
     args = ap.parse_args()
     facts = FACTS[:]
     random.Random(7).shuffle(facts)
-    held_facts, train_facts = facts[:30], facts[30:]
+    held_facts, train_facts = facts[:30], facts[30:] + TRAIN_ONLY_FACTS
     held = _rows(
         random.Random(1),
         {"one-call": 110, "two-call": 50, "no-tool": 80},
@@ -265,7 +321,7 @@ def main() -> None:
         r
         for r in _rows(
             random.Random(2),
-            {"one-call": 160, "two-call": 60, "no-tool": 100},
+            {"one-call": 160, "two-call": 60, "no-tool": 180},
             train_facts,
             "train",
         )

@@ -36,6 +36,12 @@ def train_cmd(
         "--checkpointing/--no-checkpointing",
         help="Activation checkpointing: less memory, ~1/3 more compute (off: faster on CPU).",
     ),
+    prefix_sharing: bool = typer.Option(
+        True,
+        "--prefix-sharing/--no-prefix-sharing",
+        help="SFT without checkpointing: run the rows' common prefix (system prompt, tools) "
+        "once per batch.",
+    ),
     save_steps: int = typer.Option(
         0, "--save-steps", min=0, help="Checkpoint every N steps; a re-run resumes from the last."
     ),
@@ -78,6 +84,7 @@ def train_cmd(
             merge=merge,
             save_steps=save_steps,
             checkpointing=checkpointing,
+            prefix_sharing=prefix_sharing,
             beta=beta,
             rewards=reward,
             num_generations=num_generations,

@@ -77,6 +77,9 @@ class TrainOptions(Component):
     # activation (gradient) checkpointing, TRL's default: recomputes activations in the
     # backward pass (less memory, about a third more compute); off trains faster on CPU
     checkpointing: bool = True
+    # SFT: rows that open with the same tokens (system prompt, tool schemas) run them once per
+    # batch (train/prefix.py; same loss and gradients); needs `checkpointing: false`
+    prefix_sharing: bool = True
     beta: float = Field(default=0.1, ge=0)  # DPO's beta; GRPO's KL coefficient
     rewards: list[str] = Field(default_factory=lambda: ["math"])  # GRPO
     num_generations: int = Field(default=4, ge=2)  # GRPO: completions per prompt
@@ -278,7 +281,9 @@ def _trainer(opts: TrainOptions, model_dir: Path, tok: Any, data: Any, out: Path
     if opts.method == "sft":
         from trl import SFTTrainer
 
-        return SFTTrainer(**kwargs)
+        from agentmill.train.prefix import sft_trainer_class
+
+        return (sft_trainer_class() if opts.prefix_sharing else SFTTrainer)(**kwargs)
     if opts.method == "dpo":
         from trl import DPOTrainer
 
@@ -370,6 +375,8 @@ def train(data: Path, model: str, out: Path, opts: TrainOptions) -> dict[str, An
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "resumed_from": resume,
+        # prefix tokens run once for the batch instead of once per row (SFT prefix sharing)
+        "prefix_tokens_shared": getattr(trainer, "prefix_tokens_shared", 0),
         "seconds": round(time.time() - start, 2),
         "versions": _versions(),
         **written,
