@@ -15,8 +15,9 @@ It applies to a batch when all of these hold, else the batch takes TRL's own pat
   row, in which no position is trained (labels -100, also for the first token after it:
   assistant-only loss never trains a system or tool-definition token);
 - the batch holds only `input_ids`, `attention_mask` and `labels` (no padding-free packing);
-- no activation checkpointing (the cache and recomputation do not mix), and the model is a
-  decoder whose backbone takes `past_key_values` (Llama, Qwen, SmolLM2, Mistral, ...).
+- no activation checkpointing (the cache and recomputation do not mix), one process (not
+  tested under DDP or FSDP), and the model is a decoder whose backbone takes
+  `past_key_values` (Llama, Qwen, SmolLM2, Mistral, ...).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def sft_trainer_class() -> type:
                 not model.training
                 or set(inputs) - {"use_cache"} != KEYS
                 or self.args.activation_checkpointing
+                or self.accelerator.num_processes > 1  # untested under DDP / FSDP
             ):
                 return None
             ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
