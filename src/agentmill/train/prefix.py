@@ -57,10 +57,8 @@ def sft_trainer_class() -> type:
         prefix_tokens_shared = 0  # prefix tokens not recomputed, over the run (train.json)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            shared = self._split(model, inputs)
-            if shared is None:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return super().compute_loss(model, shared, return_outputs, num_items_in_batch)
+            inputs = self._split(model, inputs) or inputs
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
         def _split(self, model: Any, inputs: dict[str, Any]) -> dict[str, Any] | None:
             if (
