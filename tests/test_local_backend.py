@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentmill.backends.base import Backend, BackendError, Completion
-from agentmill.backends.constrained import FORCED_PREFIX, forced_functions
+from agentmill.backends.constrained import FORCED_PREFIX, forced_functions, wrap_call
 from agentmill.backends.local import LocalBackend
 from agentmill.backends.local_engine import (
     PREFIX_MIN_TOKENS,
@@ -25,6 +25,7 @@ from agentmill.backends.local_engine import (
 from agentmill.errors import UserError
 from agentmill.models import EMBEDDED, list_models, resolve_model
 from agentmill.records import FunctionCall, Message, SamplingParams, ToolCall
+from agentmill.rollout.protocol import parse_tool_calls
 
 GREEDY = SamplingParams(temperature=0, max_tokens=8)
 CALC_TOOL = {
@@ -227,6 +228,8 @@ def both_paths(
     grammars = [grammar] * len(prompts) if forced else None
     assert engine.prefixes is not None and engine.shared_attention  # the prefix kept once
     engine.prefixes.entries.clear()
+    if engine.rows is not None:  # finished rows of earlier tests would be reused
+        engine.rows.clear()
     try:
         engine.use_prefix_cache = False
         plain = engine.generate(prompts, key, seeds or [], grammars)
@@ -356,3 +359,96 @@ def test_prompts_that_fork_early_run_as_one_generate_per_family(
     assert engine.prefixes.stats["encoded_tokens"] == calls  # the plain path encoded nothing
     assert engine.generate(prompts, key, []) == plain
     assert len(engine.prefixes.entries) == 2
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("forced", [True, False], ids=["forced-step-1", "free-step-1"])
+def test_the_next_agent_step_reuses_the_rows_states_and_gives_the_same_rows(
+    local_backend: LocalBackend, forced: bool
+) -> None:
+    """Step 2 of an agent (step 1's prompt, its reply, a tool result) encodes only what step 1
+    did not: the row cache hands each row the states of its step-1 row, whether step 1 ran on
+    HF `generate` (forced calls) or on `shared_prefix.decode`; the rows equal those of a
+    step 2 that encodes everything."""
+    engine = local_backend.engine
+    assert engine.rows is not None and engine.prefixes is not None
+    engine.rows.clear()
+    system = Message(role="system", content=SYSTEM)
+    first = quiz_prompts(engine, forced=forced)
+    grammar = engine.grammars.get(forced_functions([CALC_TOOL], "required") or [])
+    replies = engine.generate(first, (0.0, 1.0, 40, ()), [], [grammar] * 4 if forced else None)
+    assert len(engine.rows.entries) == len(first)
+    second = []
+    for q, reply in zip(QUESTIONS, replies, strict=True):
+        if forced:  # as the agent loop takes it, a call cut short included
+            turn = parse_tool_calls(wrap_call(reply.text, complete=reply.finish_reason == "stop"))
+            said = Message(role="assistant", content=turn.content or None, tool_calls=turn.calls)
+            call_id = turn.calls[0].id
+            answer = Message(role="tool", tool_call_id=call_id, name="calculator", content="42")
+        else:
+            said = Message(role="assistant", content=reply.text)
+            answer = Message(role="user", content="Check it again.")
+        messages = [system, Message(role="user", content=q), said, answer]
+        second.append(engine.render(messages, [CALC_TOOL]))
+    key: GroupKey = (0.0, 1.0, 12, ())
+    stats = dict(engine.rows.stats)
+    reused = engine.generate(second, key, [])
+    hits = engine.rows.stats["hits"] - stats["hits"]
+    tokens = engine.rows.stats["reused_tokens"] - stats["reused_tokens"]
+    # every row found its step-1 row, and more than its step-1 prompt: the reply was reused
+    ids = engine.tok(first, add_special_tokens=False)["input_ids"]
+    own = sum(len(row) - engine._shared_prefix(ids) for row in ids)
+    assert hits == len(second) and tokens > own
+    rows, engine.rows = engine.rows, None
+    try:
+        assert reused == engine.generate(second, key, [])
+    finally:
+        engine.rows = rows
+
+
+@pytest.mark.model
+def test_forced_rows_keep_their_own_grammar_as_the_batch_shrinks(
+    local_backend: LocalBackend,
+) -> None:
+    """Forced rows on the shared-prefix path leave the batch as their calls close; each row
+    stays masked by its own grammar (two tools forced by name here), and the rows equal
+    those of HF `generate` with xgrammar's processor."""
+    engine = local_backend.engine
+    flag = {
+        "type": "function",
+        "function": {
+            "name": "flag",
+            "description": "Flag a question.",
+            "parameters": {
+                "type": "object",
+                "properties": {"level": {"type": "string", "enum": ["low", "high"]}},
+                "required": ["level"],
+            },
+        },
+    }
+    tools = [CALC_TOOL, flag]
+    prompts = [
+        engine.render(
+            [Message(role="system", content=SYSTEM), Message(role="user", content=q)], tools
+        )
+        + FORCED_PREFIX
+        for q in QUESTIONS[:3]
+    ]
+    grammars = [
+        engine.grammars.get(forced_functions(tools, name) or [])
+        for name in ("flag", "calculator", "flag")
+    ]
+    key: GroupKey = (0.0, 1.0, 40, ())
+    try:
+        engine.early_exit = False  # HF `generate` and its logits processor
+        plain = engine.generate(prompts, key, [], grammars)
+    finally:
+        engine.early_exit = True
+    shrinking = engine.generate(prompts, key, [], grammars)
+    assert shrinking == plain
+    names = [json.loads(r.text)["name"] for r in shrinking if r.finish_reason == "stop"]
+    assert names and set(names) <= {"flag", "calculator"}
+    assert json.loads(shrinking[0].text) in (
+        {"name": "flag", "arguments": {"level": v}} for v in ("low", "high")
+    )
+    assert len({r.completion_tokens for r in shrinking}) > 1  # rows ended at different steps

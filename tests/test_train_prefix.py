@@ -78,7 +78,7 @@ def test_shared_prefix_len_stops_at_a_difference_padding_or_a_trained_token() ->
     assert shared_prefix_len(same, torch.ones_like(same), one_row) == 1  # any row trains it
 
 
-def _trainer(tiny_llama: Path, tmp_path: Path, lora: bool):
+def _trainer(tiny_llama: Path, tmp_path: Path, lora: bool, rows: list[dict] | None = None, **kw):
     import datasets
     from transformers import AutoTokenizer
 
@@ -91,11 +91,34 @@ def _trainer(tiny_llama: Path, tmp_path: Path, lora: bool):
         batch_size=6,
         max_length=512,
         checkpointing=False,
+        **kw,
     )
     tok = AutoTokenizer.from_pretrained(str(tiny_llama), local_files_only=True)
     choose_template(tok)
-    ds = datasets.Dataset.from_list(_rows())
+    ds = datasets.Dataset.from_list(rows or _rows())
     return _trainer(opts, tiny_llama, tok, ds, tmp_path / "out")
+
+
+def test_group_by_length_batches_rows_of_similar_length(tiny_llama, tmp_path) -> None:
+    """`--group-by-length`: every row is still drawn once an epoch, with less padding than
+    the random order's (rows of three lengths, in batches of 6; transformers sorts groups of
+    len // (4 * batch) batches, so the set must hold 48 rows or more to group at all)."""
+    rows = [json.loads(json.dumps(r)) for _ in range(16) for r in _rows()]  # 96 rows
+    for i, row in enumerate(rows):
+        if i % 2:  # a longer question: three lengths in all
+            row["messages"][1]["content"] += " Please think about it carefully first."
+
+    def padding(grouped: bool) -> tuple[int, int]:
+        trainer = _trainer(tiny_llama, tmp_path, False, rows, group_by_length=grouped)
+        seen = pad = 0
+        for batch in trainer.get_train_dataloader():
+            seen += len(batch["input_ids"])
+            pad += int((batch["attention_mask"] == 0).sum())
+        return seen, pad
+
+    (n_grouped, grouped), (n_random, random) = padding(True), padding(False)
+    assert n_grouped == n_random == len(rows)
+    assert grouped < random / 2
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])

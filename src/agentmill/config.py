@@ -84,6 +84,9 @@ class LocalBackendConfig(Component):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = Field(default="cpu", json_schema_extra=NO_FP)
     threads: int | None = Field(default=None, ge=1, json_schema_extra=NO_FP)
+    # MiB for finished requests' keys and values, so an agent's next step (the same
+    # conversation, longer) encodes only its new tokens; 0 turns it off (backends/row_cache.py).
+    kv_reuse_mb: int = Field(default=2048, ge=0, json_schema_extra=NO_FP)
 
 
 class ScriptedBackendConfig(Component):

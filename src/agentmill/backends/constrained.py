@@ -114,3 +114,34 @@ def logits_processor(grammars: list[Any]) -> Any:
     from xgrammar.contrib.hf import LogitsProcessor
 
     return LogitsProcessor(list(grammars))
+
+
+class RowGrammars:
+    """One grammar matcher per row, for a decoding loop whose rows leave the batch as they
+    end (`shared_prefix.decode`): `mask` the next logits of the rows still running, then
+    `accept` the tokens picked for them. (xgrammar's HF processor numbers rows by batch
+    position, which a shrinking batch breaks.)"""
+
+    def __init__(self, grammars: list[Any]):
+        import xgrammar as xgr
+
+        self.matchers = [xgr.GrammarMatcher(g) for g in grammars]
+        self.bitmask = xgr.allocate_token_bitmask(
+            len(grammars), grammars[0].tokenizer_info.vocab_size
+        )
+
+    def mask(self, logits: Any, live: list[int]) -> Any:
+        """`logits` (one row per entry of `live`, the input rows still running) with every
+        token its row's grammar forbids at -inf; float32, masked in place."""
+        import xgrammar as xgr
+
+        logits = logits.float()
+        for b, row in enumerate(live):
+            self.matchers[row].fill_next_token_bitmask(self.bitmask, b)
+        bitmask = self.bitmask[: len(live)].to(logits.device)
+        xgr.apply_token_bitmask_inplace(logits, bitmask)
+        return logits
+
+    def accept(self, live: list[int], tokens: list[int]) -> None:
+        for row, token in zip(live, tokens, strict=True):
+            self.matchers[row].accept_token(token)

@@ -24,9 +24,11 @@ tools, `tool_choice` is ignored.
 
 On the shared-prefix path a row leaves its batch as soon as it ends (EOS, a stop string,
 `max_tokens`; `shared_prefix.decode`), so one rambling row no longer keeps fifteen finished ones
-computing; forced (grammar-constrained) rows and the plain path run HF `generate`, where a
-batch runs until its longest row ends. What it does NOT do: continuous batching (new requests
-wait for the running batch instead of joining it), or native tool calling. A seed makes a
+computing, and forced rows are masked by their own grammar matchers; the plain path runs HF
+`generate`, where a batch runs until its longest row ends. A finished row's states are kept
+(`kv_reuse_mb`, `backends/row_cache.py`), so the agent's next step encodes only its new
+tokens. What it does NOT do: continuous batching (new requests wait for the running batch
+instead of joining it), or native tool calling. A seed makes a
 request reproducible when it runs with the same batch companions (alone, in particular): rows
 of one batch share the random stream.
 """

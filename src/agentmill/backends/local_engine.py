@@ -4,7 +4,8 @@ padded `generate` over a group of prompts that share their generation settings.
 Prompts with tools (or with tool calls and results in their history) are rendered with the
 text tool protocol's template (`rollout/protocol.py`), others with the model's own template.
 A group may be constrained: then each row has its own compiled call grammar
-(`backends/constrained.py`), and xgrammar's logits processor masks each row by its own.
+(`backends/constrained.py`) that masks its logits (`RowGrammars` on the shared-prefix path,
+xgrammar's HF logits processor in `generate`).
 
 Shared prefix: the prompts of a group usually share a long token prefix (system prompt, tools,
 few-shot turns), and prefill dominates short completions. When they share at least
@@ -15,6 +16,11 @@ LRU of earlier prefixes, `PrefixCache`) and `generate` encodes only each row's s
 it expanded to every row. Rows are laid out `prefix | padding | suffix` with the padding
 masked out; `generate` derives position ids from the mask's cumulative sum, so each row's
 tokens keep the positions they would have without padding.
+
+Across agent steps: on the shared-prefix path each finished row's own states go to a
+`RowCache` (`backends/row_cache.py`), and a later row that extends one (the next step of the
+same conversation) starts from them: its suffix is laid out `padding | reused | padding |
+new`, and only the new tokens are encoded.
 
 Everything here runs in the backend's single worker thread (grammar compiling aside, which is
 locked); `backends/local.py` owns the queue and the batching."""
@@ -28,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentmill.backends.constrained import GrammarCache, logits_processor
+from agentmill.backends.constrained import GrammarCache, RowGrammars, logits_processor
+from agentmill.backends.row_cache import RowCache
 from agentmill.config import LocalBackendConfig
 from agentmill.errors import UserError
 from agentmill.records import Message, content_hash
@@ -177,6 +184,12 @@ class Engine:
         # With `sdpa` attention the prefix is kept once for the whole batch, not per row
         # (`shared_prefix`); other attentions get it expanded to every row.
         self.shared_attention = self.prefixes is not None and shared_prefix.register(self.lm)
+        # Finished rows' own states, for the agent's next step (shared-prefix path only).
+        self.rows = (
+            RowCache(cfg.kv_reuse_mb << 20)
+            if self.shared_attention and cfg.kv_reuse_mb > 0
+            else None
+        )
         # Whether `generate` reuses a shared prefix; tests turn it off to compare outputs.
         self.use_prefix_cache = prefix_cache
         # Whether finished rows leave a shared-prefix batch (`shared_prefix.decode`) instead
@@ -242,36 +255,63 @@ class Engine:
         from agentmill.backends import shared_prefix
 
         kw = self._generate_kwargs(key)
-        if grammars is not None:
+        if grammars is not None:  # HF `generate`'s way; the shared-prefix path has its own
             kw["logits_processor"] = [logits_processor(grammars)]
         with torch.inference_mode(), self._seeded(seeds):
             shared = self._shared_prefix(ids)
-            cache = None
+            cache, reused = None, [0] * len(ids)
             if shared and self.prefixes is not None:
                 kv = self.prefixes.get(tuple(ids[0][:shared]))
                 if self.shared_attention:
-                    own = max(len(row) for row in ids) - shared + key[2]
-                    cache = shared_prefix.make_cache(kv, self.lm.config, own)
+                    hits = self.rows.take(ids, shared) if self.rows is not None else []
+                    reused = [hit[0] if hit else 0 for hit in hits] or reused
+                    own = _own_states(hits, max(reused)) if max(reused) else None
+                    width = max(len(row) - shared - n for row, n in zip(ids, reused, strict=True))
+                    capacity = max(reused) + width + key[2]
+                    cache = shared_prefix.make_cache(kv, self.lm.config, capacity, own)
                     kw["past_key_values"] = cache
                 else:
                     kw["past_key_values"] = self.prefixes.expanded(kv, len(ids))
-            input_ids, mask = self._layout(ids, shared)
+            input_ids, mask = self._layout(ids, shared, reused)
+            fed = shared + max(reused)  # the columns the cache already holds
+            keep = self._keeper(ids, shared, cache)
             with shared_prefix.active(cache):
-                if cache is not None and grammars is None and self.early_exit:
+                if cache is not None and self.early_exit:
                     new = shared_prefix.decode(
                         self.lm,
-                        input_ids[:, shared:],
+                        input_ids[:, fed:],
                         mask,
                         cache,
                         picker(key[0], key[1], self.top_k),
                         key[2],
                         self.eos_ids | {self.tok.pad_token_id},
                         self._stop_check(key[3]),
+                        keep,
+                        RowGrammars(grammars) if grammars is not None else None,
                     )
                 else:
                     out = self.lm.generate(input_ids=input_ids, attention_mask=mask, **kw)
                     new = out[:, input_ids.shape[1] :].tolist()
         return [self._row(row, len(p), key[3]) for row, p in zip(new, ids, strict=True)]
+
+    def _keeper(
+        self, ids: list[list[int]], shared: int, cache: Any
+    ) -> Callable[[int, int, Any, list[int]], None] | None:
+        """What stores a finished row's states in the row cache (None when rows are not kept:
+        no row cache, or not on the shared-prefix decoding path)."""
+        rows = self.rows
+        if rows is None or cache is None or not self.early_exit:
+            return None
+
+        from agentmill.backends import shared_prefix
+
+        def keep(row: int, b: int, mask: Any, fed: list[int]) -> None:
+            columns = mask[shared:].nonzero().squeeze(-1)
+            tokens = ids[row] + fed
+            if len(columns) == len(tokens) - shared:  # else the layout is not what we think
+                rows.put(tokens, shared, shared_prefix.row_states(cache, b, columns))
+
+        return keep
 
     def _stop_check(self, stop: tuple[str, ...]) -> Callable[[list[int]], bool] | None:
         """Whether a row's new tokens hold a stop string (None without stop strings)."""
@@ -292,19 +332,27 @@ class Engine:
         n = min(len(os.path.commonprefix(ids)), min(len(row) for row in ids) - 1)
         return n if n >= PREFIX_MIN_TOKENS else 0
 
-    def _layout(self, ids: list[list[int]], shared: int) -> tuple[Any, Any]:
+    def _layout(
+        self, ids: list[list[int]], shared: int, reused: list[int] | None = None
+    ) -> tuple[Any, Any]:
         """Input ids and attention mask, each row `prefix | padding | suffix`: with `shared`
         = 0 plain left padding. The padding sits after the prefix so the prefix columns line
-        up across rows, as the expanded prefix cache requires."""
+        up across rows, as the expanded prefix cache requires. With `reused` (per row, how
+        many tokens after the prefix come from the row cache), the suffix is two blocks,
+        `padding | reused` and `padding | the rest`, each as wide as its longest row, as the
+        cache holds the reused ones (`_own_states`)."""
         import torch
 
-        width = max(len(row) for row in ids) - shared
+        reused = reused or [0] * len(ids)
+        cached = max(reused)
+        width = max(len(row) - shared - n for row, n in zip(ids, reused, strict=True))
         pad = self.tok.pad_token_id
         rows, masks = [], []
-        for row in ids:
-            gap = width - (len(row) - shared)
-            rows.append(row[:shared] + [pad] * gap + row[shared:])
-            masks.append([1] * shared + [0] * gap + [1] * (len(row) - shared))
+        for row, n in zip(ids, reused, strict=True):
+            a, b = cached - n, width - (len(row) - shared - n)
+            mid = shared + n
+            rows.append(row[:shared] + [pad] * a + row[shared:mid] + [pad] * b + row[mid:])
+            masks.append([1] * shared + [0] * a + [1] * n + [0] * b + [1] * (len(row) - mid))
         device = self.lm.device
         return torch.tensor(rows, device=device), torch.tensor(masks, device=device)
 
@@ -350,6 +398,25 @@ class Engine:
         if end < len(ids):
             return RowOutput(text, "stop", int(prompt_tokens), end + (ids[end] in self.eos_ids))
         return RowOutput(text, "length", int(prompt_tokens), end)
+
+
+def _own_states(hits: list[Any], width: int) -> tuple[tuple[Any, Any], ...]:
+    """Per layer, the rows' reused states (`RowCache.take`) laid out as the cache's first
+    `width` own columns, `(rows, kv_heads, width, dim)`, each row right-aligned after zeros
+    (padding columns are masked out; zeros, unlike `empty`, never hold a NaN that a masked
+    score would still multiply)."""
+    states = next(hit[1] for hit in hits if hit)
+    out = []
+    for layer, (k0, v0) in enumerate(states):
+        keys = k0.new_zeros((len(hits), k0.shape[0], width, k0.shape[-1]))
+        values = v0.new_zeros((len(hits), v0.shape[0], width, v0.shape[-1]))
+        for b, hit in enumerate(hits):
+            if hit:
+                k, v = hit[1][layer]
+                keys[b, :, width - k.shape[1] :] = k
+                values[b, :, width - v.shape[1] :] = v
+        out.append((keys, values))
+    return tuple(out)
 
 
 class PrefixCache:

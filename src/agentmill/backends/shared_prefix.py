@@ -47,14 +47,33 @@ def register(lm: Any) -> bool:
     return True
 
 
-def make_cache(prefix: tuple[tuple[Any, Any], ...], config: Any, capacity: int) -> Any:
+def make_cache(
+    prefix: tuple[tuple[Any, Any], ...],
+    config: Any,
+    capacity: int,
+    own: tuple[tuple[Any, Any], ...] | None = None,
+) -> Any:
     """A `DynamicCache` whose layers hold `prefix` (per layer, keys and values at batch size
-    1) once and room for `capacity` tokens of each row's own."""
+    1) once and room for `capacity` tokens of each row's own; `own` (per layer, `(rows,
+    kv_heads, C, dim)`) are rows' first own tokens already encoded (`row_cache`), which the
+    cache starts with, as if they had been fed."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=config)
-    cache.layers = [SharedPrefixLayer(k, v, capacity) for k, v in prefix]
+    cache.layers = [
+        SharedPrefixLayer(k, v, capacity, *(own[i] if own else ()))
+        for i, (k, v) in enumerate(prefix)
+    ]
     return cache
+
+
+def row_states(cache: Any, row: int, columns: Any) -> tuple[tuple[Any, Any], ...]:
+    """Per layer, copies of batch row `row`'s own keys and values at `columns` (indices into
+    its own tokens), `(kv_heads, len(columns), dim)`: what `row_cache` keeps of a row."""
+    return tuple(
+        (layer.keys[row].index_select(1, columns), layer.values[row].index_select(1, columns))
+        for layer in cache.layers
+    )
 
 
 @contextmanager
@@ -72,13 +91,25 @@ class SharedPrefixLayer(DynamicLayer):  # type: ignore[misc]
     place into a buffer (grown by doubling when `capacity` runs out). Lengths and mask sizes
     count the prefix, so `generate` numbers positions as if the prefix were in every row."""
 
-    def __init__(self, keys: Any, values: Any, capacity: int):
+    def __init__(
+        self,
+        keys: Any,
+        values: Any,
+        capacity: int,
+        own_keys: Any = None,
+        own_values: Any = None,
+    ):
         super().__init__()
         self.prefix = (keys, values)
         self.prefix_len = int(keys.shape[-2])
         self.capacity = capacity
         self._buf: tuple[Any, Any] | None = None
         self._len = 0
+        if own_keys is not None and own_keys.shape[-2]:  # rows' tokens encoded before
+            self.lazy_initialization(own_keys, own_values)
+            self._buf = (own_keys, own_values)
+            self._len = int(own_keys.shape[-2])
+            self.keys, self.values = own_keys, own_values
 
     def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
         if not self.is_initialized:
@@ -193,6 +224,8 @@ def decode(
     max_tokens: int,
     ends: set[int],
     stopped: Callable[[list[int]], bool] | None = None,
+    finished_row: Callable[[int, int, Any, list[int]], None] | None = None,
+    grammars: Any = None,
 ) -> list[list[int]]:
     """Generate up to `max_tokens` new tokens per row, each row's `input_ids` (the uncached
     part of `prefix | padding | suffix`, the prefix in `cache`) under the 2-D `mask` (prefix
@@ -203,7 +236,11 @@ def decode(
     cache rows go too, so the steps after it cost what the rows still running need. (HF's
     `generate` runs every row until the last one ends, which in rollout batches wastes half of
     the decoding: one rambling row keeps fifteen finished ones computing.) Returns each row's
-    new tokens, in input order. Only for a `SharedPrefixLayer` cache under `active`."""
+    new tokens, in input order. `finished_row(row, b, mask, fed)`, when given, sees each row
+    as it finishes, while the cache still holds it at batch row `b`: `mask` is its mask row
+    (prefix columns, then one per own column in the cache) and `fed` its new tokens that went
+    through the model (all but the last). `grammars` (a `constrained.RowGrammars`) constrains
+    each row by its own grammar. Only for a `SharedPrefixLayer` cache under `active`."""
     import torch
 
     rows = input_ids.shape[0]
@@ -221,15 +258,27 @@ def decode(
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1, :]
+        if grammars is not None:
+            logits = grammars.mask(logits, live)
         chosen = pick(logits)
         finished = torch.isin(chosen, end_ids).tolist()
-        for b, (row, token) in enumerate(zip(live, chosen.tolist(), strict=True)):
+        tokens = chosen.tolist()
+        if grammars is not None:
+            grammars.accept(live, tokens)
+        for b, (row, token) in enumerate(zip(live, tokens, strict=True)):
             out[row].append(token)
             if stopped is not None and not finished[b] and stopped(out[row]):
                 finished[b] = True
         if step + 1 == max_tokens or all(finished):
+            if finished_row is not None:
+                for b, row in enumerate(live):
+                    finished_row(row, b, mask[b], out[row][:-1])
             break
         if any(finished):
+            if finished_row is not None:
+                for b, done in enumerate(finished):
+                    if done:
+                        finished_row(live[b], b, mask[b], out[live[b]][:-1])
             keep = [b for b, done in enumerate(finished) if not done]
             index = torch.tensor(keep, device=input_ids.device)
             cache.batch_select_indices(index)

@@ -42,6 +42,11 @@ def train_cmd(
         help="SFT without checkpointing: run the rows' common prefix (system prompt, tools) "
         "once per batch.",
     ),
+    group_by_length: bool = typer.Option(
+        False,
+        "--group-by-length",
+        help="SFT: batch rows of similar length together (less padding), batches in random order.",
+    ),
     save_steps: int = typer.Option(
         0, "--save-steps", min=0, help="Checkpoint every N steps; a re-run resumes from the last."
     ),
@@ -85,6 +90,7 @@ def train_cmd(
             save_steps=save_steps,
             checkpointing=checkpointing,
             prefix_sharing=prefix_sharing,
+            group_by_length=group_by_length,
             beta=beta,
             rewards=reward,
             num_generations=num_generations,
@@ -96,7 +102,8 @@ def train_cmd(
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"])
         hint = "; use sft, dpo or grpo" if where == "method" else ""
-        raise UserError(f"train {where}: {err['msg']}{hint}") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise UserError(f"train {where}: {msg}{hint}" if where else f"train: {msg}") from None
     s = train(data, model, out, opts)
     con = Console(emoji=False)
     losses = f"loss {s['first_loss']:.4g} -> {s['last_loss']:.4g}" if s["first_loss"] else ""

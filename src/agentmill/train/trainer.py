@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agentmill.configbase import Component
 from agentmill.errors import UserError
@@ -80,6 +80,10 @@ class TrainOptions(Component):
     # SFT: rows that open with the same tokens (system prompt, tool schemas) run them once per
     # batch (train/prefix.py; same loss and gradients); needs `checkpointing: false`
     prefix_sharing: bool = True
+    # SFT: batches of rows of similar length, less padding (transformers' LengthGroupedSampler:
+    # rows shuffled, cut into about four groups of up to 50 batches, each group sorted longest
+    # first); the loss per row is unchanged, the mix within a step is not
+    group_by_length: bool = False
     beta: float = Field(default=0.1, ge=0)  # DPO's beta; GRPO's KL coefficient
     rewards: list[str] = Field(default_factory=lambda: ["math"])  # GRPO
     num_generations: int = Field(default=4, ge=2)  # GRPO: completions per prompt
@@ -92,6 +96,15 @@ class TrainOptions(Component):
     @property
     def lr(self) -> float:
         return self.learning_rate or DEFAULT_LR[(self.method, self.lora)]
+
+    @model_validator(mode="after")
+    def _grouping_is_sft_only(self) -> TrainOptions:
+        if self.group_by_length and self.method != "sft":
+            raise ValueError(
+                "group_by_length applies to sft only (DPO pairs and GRPO prompts "
+                "have no single length); drop it"
+            )
+        return self
 
 
 def data_sha256(path: Path) -> str:
@@ -200,6 +213,8 @@ def _trl_args(opts: TrainOptions, out: Path) -> Any:
     }
     if opts.save_steps:
         common |= {"save_steps": opts.save_steps, "save_total_limit": 2}
+    if opts.group_by_length:
+        common["train_sampling_strategy"] = "group_by_length"
     if opts.method == "sft":
         from trl import SFTConfig
 
