@@ -374,12 +374,12 @@ def test_the_next_agent_step_reuses_the_rows_states_and_gives_the_same_rows(
     assert engine.rows is not None and engine.prefixes is not None
     engine.rows.clear()
     system = Message(role="system", content=SYSTEM)
-    first = quiz_prompts(engine, forced=forced)
+    first = quiz_prompts(engine, forced=forced)[:3]
     grammar = engine.grammars.get(forced_functions([CALC_TOOL], "required") or [])
-    replies = engine.generate(first, (0.0, 1.0, 40, ()), [], [grammar] * 4 if forced else None)
+    replies = engine.generate(first, (0.0, 1.0, 24, ()), [], [grammar] * 3 if forced else None)
     assert len(engine.rows.entries) == len(first)
     second = []
-    for q, reply in zip(QUESTIONS, replies, strict=True):
+    for q, reply in zip(QUESTIONS[:3], replies, strict=True):
         if forced:  # as the agent loop takes it, a call cut short included
             turn = parse_tool_calls(wrap_call(reply.text, complete=reply.finish_reason == "stop"))
             said = Message(role="assistant", content=turn.content or None, tool_calls=turn.calls)
@@ -390,7 +390,7 @@ def test_the_next_agent_step_reuses_the_rows_states_and_gives_the_same_rows(
             answer = Message(role="user", content="Check it again.")
         messages = [system, Message(role="user", content=q), said, answer]
         second.append(engine.render(messages, [CALC_TOOL]))
-    key: GroupKey = (0.0, 1.0, 12, ())
+    key: GroupKey = (0.0, 1.0, 6, ())
     stats = dict(engine.rows.stats)
     reused = engine.generate(second, key, [])
     hits = engine.rows.stats["hits"] - stats["hits"]

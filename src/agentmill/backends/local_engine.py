@@ -263,7 +263,9 @@ class Engine:
             if shared and self.prefixes is not None:
                 kv = self.prefixes.get(tuple(ids[0][:shared]))
                 if self.shared_attention:
-                    hits = self.rows.take(ids, shared) if self.rows is not None else []
+                    # rows are reused only where finished rows are kept: the decoding loop
+                    rows = self.rows if self.early_exit else None
+                    hits = rows.take(ids, shared) if rows is not None else []
                     reused = [hit[0] if hit else 0 for hit in hits] or reused
                     own = _own_states(hits, max(reused)) if max(reused) else None
                     width = max(len(row) - shared - n for row, n in zip(ids, reused, strict=True))
