@@ -269,16 +269,14 @@ def decode(
             out[row].append(token)
             if stopped is not None and not finished[b] and stopped(out[row]):
                 finished[b] = True
-        if step + 1 == max_tokens or all(finished):
-            if finished_row is not None:
-                for b, row in enumerate(live):
+        last = step + 1 == max_tokens or all(finished)
+        if finished_row is not None:
+            for b, row in enumerate(live):
+                if last or finished[b]:
                     finished_row(row, b, mask[b], out[row][:-1])
+        if last:
             break
         if any(finished):
-            if finished_row is not None:
-                for b, done in enumerate(finished):
-                    if done:
-                        finished_row(live[b], b, mask[b], out[live[b]][:-1])
             keep = [b for b, done in enumerate(finished) if not done]
             index = torch.tensor(keep, device=input_ids.device)
             cache.batch_select_indices(index)
