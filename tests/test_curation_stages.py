@@ -187,6 +187,9 @@ def test_bad_curation_config_fails_before_any_rollout(tmp_path: Path, cli, write
     assert rc == 2 and "balance.key" in err and "unknown balance key" in err
     rc, _, err = cli("run", write_config(_cfg(tmp_path, balance={"key": "tool"})))
     assert rc == 2 and "needs cap" in err
+    capped = {"key": "tool", "cap": 2, "max_total": 5}
+    rc, _, err = cli("run", write_config(_cfg(tmp_path, balance=capped)))
+    assert rc == 2 and "max_total applies to mode: proportions" in err
 
 
 # ---------------------------------------------------------------- commands on files

@@ -232,6 +232,56 @@ def test_feedback_flywheel_from_chat_logs(cli, tmp_path: Path, tiny_llama: Path)
     assert evaluated["params"]["max_tokens"] == 3  # the eval_run's agent evaluates
 
 
+@pytest.mark.model
+@pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*:FutureWarning")
+def test_accumulate_carries_earlier_rounds_kept_records(
+    cli, tmp_path: Path, tiny_llama: Path
+) -> None:
+    """`accumulate: true`: round 2 trains on what round 1 kept as well as its own (each round
+    with its own seed, so its own trajectory ids), under `balance.max_total`. The teacher is
+    the scripted FAKE backend (control flow); the tiny random Llama trains for real."""
+    (tmp_path / "train.jsonl").write_text(
+        '{"question": "What is 2 + 2?", "answer": "4"}\n{"question": "What is 1 + 3?", "answer": "4"}\n'
+    )
+    (tmp_path / "held.jsonl").write_text('{"question": "What is 20 + 22?", "answer": "42"}\n')
+    run = {
+        "backends": {"teacher": {"type": "scripted", "replies": ["4"]}},
+        "sources": [{"path": "train.jsonl", "field_map": {"prompt": "question"}}],
+        "rollout": {"n": 2, "params": {"max_tokens": 4}},
+        "score": {"rewards": ["math"]},
+        "filter": {"min_reward": 1.0, "reward": "math"},
+        "balance": {
+            "key": "reward",
+            "mode": "proportions",
+            "proportions": {"1": 1.0},
+            "allow_upsample": True,
+            "max_total": 6,
+        },
+        "cache": {"enabled": True, "path": str(tmp_path / "cache.sqlite")},
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(run))
+    fw = {
+        "name": "acc",
+        "run": "run.yaml",
+        "student": str(tiny_llama),
+        "eval_tasks": "held.jsonl",
+        "accumulate": True,
+        "train": {"method": "sft", "max_steps": 1, "batch_size": 2, "max_length": 256},
+    }
+    (tmp_path / "fw.yaml").write_text(yaml.safe_dump(fw))
+    out = tmp_path / "acc"
+    rc, stdout, err = cli("flywheel", tmp_path / "fw.yaml", "--rounds", "2", "-o", out)
+    assert rc == 0, stdout + err
+    kept = [_lines(out / f"round-{k}" / "run" / "filter" / "records.jsonl") for k in (1, 2)]
+    ids = [{t["id"] for t in k} for k in kept]
+    assert len(kept[0]) == 4 and ids[0] < ids[1] and len(ids[1]) == 8  # 4 own + 4 carried
+    ledger = _lines(out / "ledger.jsonl")
+    assert ledger[1]["funnel"]["carried"] == 0 and ledger[2]["funnel"]["carried"] == 4
+    assert ledger[1]["data"]["records"] == 4 and ledger[2]["data"]["records"] == 6  # max_total
+    calls = _lines(out / "round-2" / "run" / "calls.jsonl")
+    assert len(calls) == 4 and not any(c["cache_hit"] for c in calls)  # sampled afresh
+
+
 def test_the_measured_task_files_are_the_generator_output(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     script = root / "scripts" / "make_flywheel_tasks.py"

@@ -140,3 +140,49 @@ def test_valid_tool_calls_only_drops_protocol_debris(tmp_path, cli, write_config
     assert kept["final_answer"] == "4"
     stats = orjson.loads((tmp_path / "run" / "filter" / "stats.json").read_bytes())
     assert stats["dropped"] == {"protocol_tags_in_text": 1}
+
+
+def test_carry_joins_an_earlier_runs_kept_records(tmp_path, cli, write_config) -> None:
+    """`carry`: run B's data draws on what run A's filter kept (a flywheel's `accumulate`),
+    with A's tasks for the balance key, bounded by `balance.max_total`; a re-run of B neither
+    drops nor repeats them."""
+    first = tmp_path / "a.jsonl"
+    first.write_text('{"question": "What is 2 * 2?", "answer": "4"}\n')
+    run_a = _cfg(first, ["math"])
+    run_a["backends"]["teacher"]["replies"][3] = "4"  # both of A's samples right
+    assert cli("run", write_config(run_a, "a.yaml"), "--out", tmp_path / "a")[0] == 0
+    kept_a = {t["id"] for t in _lines(tmp_path / "a" / "filter" / "records.jsonl")}
+    assert len(kept_a) == 2
+    second = tmp_path / "b.jsonl"
+    second.write_text('{"question": "What is 3 + 4?", "answer": "7"}\n')
+    calc = {"tool_calls": [{"name": "calculator", "arguments": {"expression": "3 + 4"}}]}
+    cfg = _cfg(second, ["math"], carry=["a"])  # relative to the config's folder
+    cfg["backends"]["teacher"]["replies"] = [calc, "7", calc, "8"]
+    cfg["balance"] = {
+        "key": "task.ground_truth",
+        "mode": "proportions",
+        "proportions": {"4": 0.5, "7": 0.5},
+        "allow_upsample": True,
+        "max_total": 2,  # of 3 kept: one per key
+    }
+    for _ in range(2):
+        rc, stdout, err = cli("run", write_config(cfg, "b.yaml"), "--out", tmp_path / "b")
+        assert rc == 0, stdout + err
+        assert "carried from earlier runs" in stdout
+        kept = _lines(tmp_path / "b" / "filter" / "records.jsonl")
+        # B's own wrong "8" dropped, A's two right answers joined, each once
+        assert sorted(t["final_answer"] for t in kept) == ["4", "4", "7"]
+        assert kept_a <= {t["id"] for t in kept}
+        # A's task was found: its key is "4", not "none" (which the proportions would drop)
+        sft = _lines(tmp_path / "b" / "export" / "sft.jsonl")
+        assert sorted(r["messages"][-1]["content"] for r in sft) == ["4", "7"]
+        funnel = orjson.loads((tmp_path / "b" / "manifest.json").read_bytes())["stages"]["funnel"]
+        assert funnel["carried"] == 2 and funnel["kept"] == 3
+    # a folder with nothing kept to carry, and the run's own folder: one line, exit 2
+    bare = _cfg(first, ["math"])
+    del bare["filter"]
+    assert cli("run", write_config(bare, "c.yaml"), "--out", tmp_path / "c")[0] == 0
+    for folder, says in (("c", "has no kept records"), ("b", "this run's own folder")):
+        cfg["carry"] = [folder]
+        rc, _, err = cli("run", write_config(cfg, "b.yaml"), "--out", tmp_path / "b")
+        assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err

@@ -225,6 +225,10 @@ class RunConfig(Component):
     # Later stages have their own fingerprints (a changed reward re-scores, never re-samples).
     score: ScoreConfig = Field(default_factory=ScoreConfig, json_schema_extra=NO_FP)
     filter: FilterConfig | None = Field(default=None, json_schema_extra=NO_FP)
+    # Run folders whose kept records (`<run>/filter/records.jsonl`, scored by that run) join
+    # this run's scored records before the filter, judge and curation: a flywheel round keeps
+    # what earlier rounds verified (`accumulate`, flywheel.py). Not re-sampled or re-scored.
+    carry: list[Path] = Field(default_factory=list, json_schema_extra=NO_FP)
     # Curation after filter (and judge), in this order; each has its own fingerprint.
     dedup: DedupConfig | None = Field(default=None, json_schema_extra=NO_FP)
     decontaminate: DecontamConfig | None = Field(default=None, json_schema_extra=NO_FP)

@@ -74,7 +74,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Relative paths in a config file are relative to that file's folder: source files,
     a trace source's `logs`, a synth source's `corpus` and `tools` file, a search tool's
-    `corpus`. (A synth `tools` value that is not a .json/.py file is a module name.)"""
+    `corpus`, the run folders in `carry`. (A synth `tools` value that is not a .json/.py file
+    is a module name.)"""
 
     def fix(d: dict[str, Any], key: str) -> None:
         if isinstance(d.get(key), str):
@@ -88,6 +89,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             fix(src, key)
         if isinstance(src.get("tools"), str) and src["tools"].endswith((".json", ".py")):
             fix(src, "tools")
+    if isinstance(data.get("carry"), list):
+        folders = {str(i): v for i, v in enumerate(data["carry"])}
+        for key in folders:
+            fix(folders, key)
+        data["carry"] = list(folders.values())
     rollout = data.get("rollout")
     for tool in (rollout.get("tools") or []) if isinstance(rollout, dict) else []:
         if isinstance(tool, dict):

@@ -53,6 +53,11 @@ class FlywheelConfig(Component):
     eval_tasks: Path
     train: dict[str, Any] = Field(default_factory=lambda: {"method": "sft"})
     resample_with_student: bool = False
+    # Round k's data also draws on the records rounds 1..k-1 kept (their filter output, joined
+    # before round k's filter, judge and curation): what an earlier sampler verified stays in
+    # the data even when a later sampler no longer gets it right. Set the run's
+    # `balance.max_total` to keep the training set (and time) from growing with the rounds.
+    accumulate: bool = False
     # A feedback run (trace source, judge, tasks_out): run first, its kept tasks become the
     # tasks every round re-runs the agent on (docs/feedback.md, docs/train.md).
     feedback: Path | None = None
@@ -93,10 +98,14 @@ def _ledger(root: Path) -> dict[int, dict[str, Any]]:
 
 
 def _round_config(
-    fw: FlywheelConfig, k: int, sampler: str | None, tasks: Path | None = None
+    fw: FlywheelConfig,
+    k: int,
+    sampler: str | None,
+    tasks: Path | None = None,
+    carry: list[Path] | None = None,
 ) -> Any:
-    """The round's run config: the user's, with the training export and maybe the student as
-    the sampler."""
+    """The round's run config: the user's, with the training export, maybe the student as
+    the sampler and the earlier rounds' runs to carry kept records from."""
     from agentmill.config import RunConfig
     from agentmill.configfile import load_config
     from agentmill.evaluation import swap_model
@@ -105,9 +114,13 @@ def _round_config(
     method = TrainOptions(**fw.train).method
     data = load_config(fw.run).model_dump(mode="json", exclude_none=True)
     data["name"] = f"{fw.name}-round-{k}"
+    # Each round its own seed: fresh samples past the response cache, its own trajectory ids.
+    data["seed"] = data.get("seed", 0) + k - 1
     data["export"] = [{"format": EXPORT_FORMAT[method], "path": "train.jsonl"}]
     if tasks is not None:  # the feedback run's kept tasks replace the run config's sources
         data["sources"] = [{"type": "file", "path": str(tasks)}]
+    if carry:
+        data["carry"] = [*data.get("carry", []), *(str(p) for p in carry)]
     if sampler is not None:
         own = data["backends"].get(data["rollout"].get("backend", "teacher"), {})
         student = swap_model(own, {"type": "local", "model": sampler})  # the teacher's dtype, ...
@@ -145,7 +158,9 @@ def flywheel(config: Path, rounds: int, out: Path | None = None) -> list[dict[st
             prev = done[k - 1]["model"]
             sampler = prev if fw.resample_with_student and k > 1 else None
             rdir = root / f"round-{k}"
-            summary = run(_round_config(fw, k, sampler, tasks), rdir / "run", show_progress=False)
+            carry = [root / f"round-{j}" / "run" for j in range(1, k)] if fw.accumulate else []
+            cfg = _round_config(fw, k, sampler, tasks, carry)
+            summary = run(cfg, rdir / "run", show_progress=False)
             if summary.failed:
                 raise UserError(
                     f"round {k}: {sum(summary.failed.values())} trajectories failed "

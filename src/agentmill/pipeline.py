@@ -30,10 +30,8 @@ from agentmill.rollout.tools import build_tools
 from agentmill.runs import open_run
 from agentmill.sources import Bad, iter_source
 from agentmill.sources.traces import TraceCounts, trace_items
-from agentmill.stages import Funnel, run_later_stages
+from agentmill.stages import ROLLOUT, SOURCE, Funnel, run_later_stages
 from agentmill.store import RunStore
-
-SOURCE, ROLLOUT = "source", "rollout"
 
 
 @dataclass

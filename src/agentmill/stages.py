@@ -13,6 +13,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,13 +21,14 @@ import orjson
 from agentmill.config import RunConfig
 from agentmill.curation.filters import drop_reason
 from agentmill.curation.stage import run_curation
+from agentmill.errors import UserError
 from agentmill.records import Task, Trajectory, content_hash
 from agentmill.scoring.judge_stage import JUDGE, judge_fingerprint, run_judge_stage
 from agentmill.scoring.stage import run_score_stage
 from agentmill.sources.traces import write_tasks_out
-from agentmill.store import RunStore, Stage, write_atomic
+from agentmill.store import RunStore, Stage, iter_jsonl, write_atomic
 
-ROLLOUT, SCORE, FILTER, EXPORT = "rollout", "score", "filter", "export"
+SOURCE, ROLLOUT, SCORE, FILTER, EXPORT = "source", "rollout", "score", "filter", "export"
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Funnel:
     well_formed_call: int = 0
     correct: int = 0
     scored: int = 0
+    carried: int = 0  # kept records of earlier runs (`carry`), joined before the filter
     kept: int = 0
     filtered: bool = False
     dropped: Counter[str] = field(default_factory=Counter)
@@ -102,6 +105,9 @@ def run_later_stages(
         funnel.scored = len(current)
         funnel.correct = sum(_is_correct(t) for t in current)
         stage.write_stats({"scored": len(current), "failed": dict(funnel.score_failed)})
+    if cfg.carry:
+        carried, more = carried_records(cfg.carry, store.root, current, tasks)
+        funnel.carried, current, tasks = len(carried), current + carried, tasks + more
     current = _filter(cfg, store, current, funnel)
     current = _judge(cfg, store, current, funnel, no_cache)
     current = run_curation(cfg, store, current, tasks, funnel.curation)  # dedup, decontam, balance
@@ -111,6 +117,53 @@ def run_later_stages(
         funnel.tasks_out = write_tasks_out(cfg.tasks_out, current, by_id, store.root)
     store.record_stage("funnel", **funnel_dict(funnel))
     return funnel
+
+
+def carried_records(
+    folders: list[Path], root: Path, current: list[Trajectory], tasks: list[Task]
+) -> tuple[list[Trajectory], list[Task]]:
+    """The records the filters of earlier runs kept (`<run>/filter/records.jsonl`, in the
+    order of `folders`), less any already present by id, and the tasks they need that `tasks`
+    lack (from `<run>/source/records.jsonl`)."""
+    seen = {t.id for t in current}
+    have = {t.id for t in tasks}
+    out: list[Trajectory] = []
+    more: list[Task] = []
+    for folder in folders:
+        kept = folder / FILTER / "records.jsonl"
+        if folder.resolve() == root.resolve():
+            raise UserError(f"carry: {folder} is this run's own folder; carry earlier runs only")
+        if not kept.is_file():
+            raise UserError(
+                f"carry: {folder} has no kept records ({kept} is missing); carry the folder of "
+                "a finished run whose config has a filter"
+            )
+        recs = [t for t in iter_trajectories_file(kept) if t.id not in seen]
+        seen.update(t.id for t in recs)
+        out += recs
+        need = {t.task_id for t in recs} - have
+        for task in iter_tasks_file(folder / SOURCE / "records.jsonl") if need else ():
+            if task.id in need:
+                more.append(task)
+                need.discard(task.id)
+        if need:
+            raise UserError(
+                f"carry: {folder}/{SOURCE}/records.jsonl lacks the tasks of {len(need)} kept "
+                f"records (e.g. {min(need)}); carry the run folder itself, not a copy of its "
+                "filter output"
+            )
+        have.update(t.id for t in more)
+    return out, more
+
+
+def iter_trajectories_file(path: Path) -> Iterator[Trajectory]:
+    for _, line in iter_jsonl(path):
+        yield Trajectory.model_validate(orjson.loads(line))
+
+
+def iter_tasks_file(path: Path) -> Iterator[Task]:
+    for _, line in iter_jsonl(path):
+        yield Task.model_validate(orjson.loads(line))
 
 
 def _judge(
@@ -176,6 +229,7 @@ def funnel_dict(f: Funnel) -> dict[str, Any]:
         "well_formed_call": f.well_formed_call,
         "scored": f.scored,
         "correct": f.correct,
+        "carried": f.carried,
         "kept": f.kept,
         "filtered": f.filtered,
         "dropped": dict(f.dropped),

@@ -158,6 +158,8 @@ def funnel_rows(f: dict[str, Any]) -> list[tuple[str, int]]:
     ]
     if f.get("scored"):
         rows.append(("correct (all rewards = 1)", f.get("correct", 0)))
+    if f.get("carried"):
+        rows.append(("carried from earlier runs", f["carried"]))
     if f.get("filtered", bool(f.get("dropped"))):  # manifests before `filtered` was stored
         rows.append(("kept", f.get("kept", 0)))
     judged = f.get("judged") or {}

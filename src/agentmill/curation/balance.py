@@ -120,11 +120,15 @@ def proportion_targets(counts: dict[str, int], cfg: BalanceConfig) -> dict[str, 
     """Records per key for the target fractions (keys absent from the data are ignored).
 
     Without upsampling the total is the largest every key can supply; with it, the total is
-    the number of records under the listed keys.
+    the number of records under the listed keys. `max_total` lowers either; when it does,
+    the shares are rounded so they sum to it exactly (largest remainders round up).
 
     >>> proportion_targets({"a": 90, "b": 10}, BalanceConfig(mode="proportions",
     ...                    proportions={"a": 0.5, "b": 0.5}))
     {'a': 10, 'b': 10}
+    >>> proportion_targets({"a": 90, "b": 10}, BalanceConfig(mode="proportions",
+    ...                    proportions={"a": 0.5, "b": 0.5}, allow_upsample=True, max_total=5))
+    {'a': 3, 'b': 2}
     """
     fracs = {k: f for k, f in cfg.proportions.items() if f > 0 and counts.get(k, 0) > 0}
     total_frac = sum(fracs.values())
@@ -135,6 +139,13 @@ def proportion_targets(counts: dict[str, int], cfg: BalanceConfig) -> dict[str, 
     else:
         total = min(counts[k] * total_frac / f for k, f in fracs.items())
     out = {k: 0 for k in counts}
+    if cfg.max_total is not None and cfg.max_total < total:  # exactly max_total in all
+        quotas = {k: cfg.max_total * f / total_frac for k, f in fracs.items()}
+        out |= {k: int(q) for k, q in quotas.items()}
+        short = cfg.max_total - sum(out.values())
+        for k in sorted(quotas, key=lambda k: (out[k] - quotas[k], k))[:short]:
+            out[k] += 1  # the largest remainders round up
+        return out
     for k, f in fracs.items():
         want = round(total * f / total_frac)
         out[k] = want if cfg.allow_upsample else min(want, counts[k])

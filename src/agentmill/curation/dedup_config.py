@@ -102,7 +102,9 @@ class BalanceConfig(Component):
     ("metadata.lang", "provenance.file") or, prefixed "task.", into its task
     ("task.metadata.difficulty"). `mode: cap` keeps at most `cap` per key; `mode: proportions`
     downsamples (seeded) to the fractions in `proportions` (keys not listed are dropped), and
-    upsamples with replacement only when `allow_upsample`.
+    upsamples with replacement only when `allow_upsample`. `max_total` (proportions only)
+    bounds the records drawn in all, the mix kept: e.g. a training set that grows round after
+    round (a flywheel's `accumulate`) but whose training time should not.
     """
 
     key: str = "source"
@@ -110,6 +112,7 @@ class BalanceConfig(Component):
     cap: int | None = Field(default=None, ge=0)
     proportions: dict[str, float] = Field(default_factory=dict)
     allow_upsample: bool = False
+    max_total: int | None = Field(default=None, ge=1)
     seed: int = 0
 
     @field_validator("key")
@@ -136,5 +139,10 @@ class BalanceConfig(Component):
             raise ValueError(
                 "mode proportions needs proportions ({key: fraction}); set them, "
                 "or use mode: cap with cap"
+            )
+        if self.mode == "cap" and self.max_total is not None:
+            raise ValueError(
+                "max_total applies to mode: proportions; remove it, or lower cap (the most "
+                "records per key)"
             )
         return self
