@@ -30,6 +30,13 @@ Each measurement runs in a fresh child process:
 
 Rates are spans per CPU second of the child (the machine is shared: CPU time is steadier
 than wall time); each figure is the best of `--repeats` runs.
+
+    .venv/bin/python bench/ingest_studio.py --workers 2 --dir /tmp/bench-studio
+
+measures instead the whole command (`ingest ... -o OUT --tasks-out TASKS`, files written)
+serially and with worker processes (ingest/parallel.py) against the floor, by WALL time
+(workers spread the CPU over cores), with the parent's and workers' CPU and peak RSS; run it
+on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -157,6 +164,28 @@ print(orjson.dumps({"spans": stats.read["spans"], "built": built, "wall": wall, 
 """
 
 
+# The whole command (`agentmill ingest ... -o OUT --tasks-out TASKS`: trajectories and tasks
+# written) with N worker processes (1: serial), by wall time; CPU and peak RSS of the parent
+# and of its workers (RUSAGE_CHILDREN: the workers' summed CPU, their largest RSS).
+COMMAND = """
+import sys, time, resource, tempfile, orjson
+from pathlib import Path
+from agentmill.ingest.driver import ingest
+out = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+t0, c0 = time.perf_counter(), time.process_time()
+s = ingest("agentscope-studio", Path(sys.argv[1]), out / "t.jsonl", out / "tasks.jsonl",
+           workers=int(sys.argv[2]))
+wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(orjson.dumps({"spans": s.read["spans"], "built": s.built, "written": s.written,
+      "wall": wall, "cpu": cpu, "workers_cpu": kids.ru_utime + kids.ru_stime,
+      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+      "worker_rss_mb": kids.ru_maxrss / 1024, "bytes": (out / "t.jsonl").stat().st_size}).decode())
+for f in out.iterdir():
+    f.unlink()
+out.rmdir()
+"""
+
 STAGES = """
 import sys, time, orjson
 from pathlib import Path
@@ -215,6 +244,32 @@ def child(code: str, *args: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def measure_workers(path: Path, repeats: int, workers: int) -> dict[str, Any]:
+    """The floor and the whole ingest command, serial and with `workers` processes, by wall
+    time (best of `repeats`, interleaved so a load change hits all three alike)."""
+    runs: dict[str, list[dict[str, Any]]] = {"floor": [], "serial": [], "workers": []}
+    for _ in range(repeats):
+        runs["floor"].append(child(FLOOR, str(path)))
+        runs["serial"].append(child(COMMAND, str(path), "1"))
+        runs["workers"].append(child(COMMAND, str(path), str(workers)))
+    floor, serial, split = (min(runs[k], key=lambda r: r["wall"]) for k in runs)
+    assert serial["bytes"] == split["bytes"] and serial["written"] == split["written"]
+    return {
+        "workers": workers,
+        "spans": serial["spans"],
+        "floor_wall_spans_per_s": floor["spans"] / floor["wall"],
+        "serial_wall_spans_per_s": serial["spans"] / serial["wall"],
+        "workers_wall_spans_per_s": split["spans"] / split["wall"],
+        "serial_fraction_of_floor": floor["wall"] / serial["wall"],
+        "workers_fraction_of_floor": floor["wall"] / split["wall"],
+        "serial_cpu_s": serial["cpu"],
+        "workers_cpu_s": split["cpu"] + split["workers_cpu"],  # parent + workers
+        "serial_rss_mb": serial["rss_mb"],
+        "workers_parent_rss_mb": split["rss_mb"],
+        "workers_worker_rss_mb": split["worker_rss_mb"],
+    }
+
+
 def measure(path: Path, repeats: int) -> dict[str, Any]:
     """Best of `repeats` for the floor and the ingest (the box is shared), plus memory."""
     floors = [child(FLOOR, str(path)) for _ in range(repeats)]
@@ -257,6 +312,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=None, help="keep the databases here")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="measure only the whole command, serial against this many worker processes",
+    )
     args = ap.parse_args()
     where = args.dir or Path(tempfile.mkdtemp(prefix="bench-studio-"))
     where.mkdir(parents=True, exist_ok=True)
@@ -267,7 +328,10 @@ def main() -> None:
             t0 = time.perf_counter()
             generate(path, n)
             print(f"generated {path} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-        results[label] = measure(path, args.repeats)
+        if args.workers:
+            results[label] = measure_workers(path, args.repeats, args.workers)
+        else:
+            results[label] = measure(path, args.repeats)
         print(label, json.dumps(results[label]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

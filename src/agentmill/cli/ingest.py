@@ -44,11 +44,19 @@ def ingest_cmd(
         0.3, "--val-fraction", min=0.0, max=1.0, help="Share of tasks in the validation split."
     ),
     strict: bool = typer.Option(False, "--strict", help="Exit 2 on the first bad record."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Processes rebuilding a Studio file (default: one per core, at most 8, from "
+        "64 MiB; 1: serial). Same output for any number.",
+    ),
 ) -> None:
     """Read agent traces (agentscope-studio, otel, chat-logs, mini-swe) into trajectories.
 
     Re-running adds only trajectories and tasks not in the outputs yet."""
     given = {"--project": project, "--run": run, "--since": since, "--until": until, "--logs": logs}
+    given["--workers"] = workers
     _check_applies(format, given)
     opts = IngestOptions(
         projects=project,
@@ -59,7 +67,7 @@ def ingest_cmd(
         strict=strict,
     )
     redactor = Redactor(redact_pattern, builtin=redact) if redact or redact_pattern else None
-    summary = ingest(format, path, out, tasks_out, opts, redactor, val_fraction)
+    summary = ingest(format, path, out, tasks_out, opts, redactor, val_fraction, workers)
     _report(summary, out, tasks_out)
 
 

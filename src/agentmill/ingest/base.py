@@ -50,6 +50,14 @@ class IngestStats:
         self.skipped[reason] += 1
         self.examples.setdefault(reason, where)
 
+    def merge(self, other: IngestStats) -> None:
+        """Add `other`'s counts (a later part of the same input: its examples come after)."""
+        self.read.update(other.read)
+        self.built += other.built
+        self.skipped.update(other.skipped)
+        for reason, where in other.examples.items():
+            self.examples.setdefault(reason, where)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "read": dict(self.read),

@@ -29,9 +29,9 @@ import orjson
 
 from agentmill.errors import UserError
 from agentmill.ingest.base import IngestOptions, IngestStats, read_traces
+from agentmill.ingest.parallel import Built, auto_workers, built, to_built
 from agentmill.ingest.redact import Redactor
-from agentmill.ingest.tasks import append_tasks, task_from_trajectory
-from agentmill.records import Task, Trajectory
+from agentmill.ingest.tasks import append_task_lines
 from agentmill.store import JsonlWriter, iter_jsonl
 
 # option -> the formats it applies to (the CLI refuses it for the others)
@@ -41,6 +41,7 @@ OPTION_FORMATS: dict[str, tuple[str, ...]] = {
     "--since": ("agentscope-studio", "otel"),
     "--until": ("agentscope-studio", "otel"),
     "--logs": ("otel",),
+    "--workers": ("agentscope-studio",),
 }
 
 
@@ -67,56 +68,52 @@ def ingest(
     opts: IngestOptions | None = None,
     redactor: Redactor | None = None,
     val_fraction: float = 0.3,
+    workers: int | None = None,
 ) -> IngestSummary:
-    """Read `path` as `fmt`, append new trajectories to `out` and new tasks to `tasks_out`."""
+    """Read `path` as `fmt`, append new trajectories to `out` and new tasks to `tasks_out`.
+    `workers`: processes that rebuild a Studio file's conversations (`ingest.parallel`;
+    None: one per core for a big file); the output is the same for any number."""
     _check_paths(path, out, tasks_out)
     if not 0.0 <= val_fraction <= 1.0:
         raise UserError(f"val_fraction {val_fraction} is out of range; use a number from 0 to 1")
+    if workers is not None and workers < 1:
+        raise UserError(f"workers {workers}: give 1 or more processes")
+    opts = opts or IngestOptions()
     stats = IngestSummary()
-    trajs = read_traces(fmt, path, opts or IngestOptions(), stats)
+    n = auto_workers(fmt, path, workers)
+    if n > 1:
+        records = built(path, opts, stats, n, redactor, val_fraction)
+    else:
+        trajs = read_traces(fmt, path, opts, stats)
+        records = (to_built(t, redactor, val_fraction) for t in trajs)
     writer = JsonlWriter(out)
     try:
-        stored = _store(trajs, writer, known_ids(out), redactor, stats)
-        tasks = _tasks(stored, val_fraction, stats)
+        tasks = _store(records, writer, known_ids(out), stats)
         if tasks_out is None:
             for _ in tasks:
                 pass
         else:
-            stats.tasks_added, stats.tasks_present = append_tasks(tasks, tasks_out)
+            stats.tasks_added, stats.tasks_present = append_task_lines(tasks, tasks_out)
     finally:
         writer.close()
     return stats
 
 
 def _store(
-    trajs: Iterable[Trajectory],
-    writer: JsonlWriter,
-    known: set[str],
-    redactor: Redactor | None,
-    stats: IngestSummary,
-) -> Iterator[Trajectory]:
-    """Redact and append each trajectory not in `known`; yield every one (for its task)."""
-    for t in trajs:
-        if redactor is not None:
-            t = redactor.trajectory(t)
-        if t.id in known:
+    records: Iterable[Built], writer: JsonlWriter, known: set[str], stats: IngestSummary
+) -> Iterator[tuple[str, bytes]]:
+    """Append each trajectory not in `known`; yield every task as (qa_hash, JSON line)."""
+    for rec in records:
+        if rec.id in known:
             stats.already_written += 1
         else:
-            writer.append(t.to_json())
-            known.add(t.id)
+            writer.append(rec.line)
+            known.add(rec.id)
             stats.written += 1
-        yield t
-
-
-def _tasks(
-    trajs: Iterable[Trajectory], val_fraction: float, stats: IngestSummary
-) -> Iterator[Task]:
-    for t in trajs:
-        task = task_from_trajectory(t, val_fraction)
-        if task is None:
+        if rec.task is None or rec.qa_hash is None:
             stats.without_task += 1
         else:
-            yield task
+            yield rec.qa_hash, rec.task
 
 
 def known_ids(path: Path) -> set[str]:

@@ -75,17 +75,17 @@ def read_spans(path: Path, opts: IngestOptions, stats: IngestStats) -> Iterator[
     db = connect(path)
     try:
         layout = detect_layout(db)
-        _check_not_empty(db, path)
+        check_not_empty(db, path)
     except sqlite3.DatabaseError as e:
         db.close()
-        raise _unreadable(path, e) from None
+        raise unreadable(path, e) from None
     except BaseException:
         db.close()
         raise
     return _groups(db, layout, path, opts, stats)
 
 
-def _unreadable(path: Path, e: Exception) -> UserError:
+def unreadable(path: Path, e: Exception) -> UserError:
     return UserError(f"{path}: cannot read the database ({e}); {_FIX}, or a copy of it")
 
 
@@ -93,19 +93,41 @@ def _groups(
     db: sqlite3.Connection, layout: Layout, path: Path, opts: IngestOptions, stats: IngestStats
 ) -> Iterator[list[Span]]:
     try:
-        stats.read["runs"] += count_runs(db)
-        fetch = _fetcher(db, layout)
-        for conv, run in conversations(db, layout, opts):
-            origin = _origin(path, layout, run)
-            if conv is None or conv in NO_CONVERSATION:
-                yield from _bucket(db, layout, conv, origin, stats, opts)
-                continue
-            stats.read["conversations"] += 1
-            yield list(_spans(db, fetch, (conv,), layout, origin, stats, opts.strict))
+        fetch = fetcher(db, layout)
+        for conv, origin in units(db, layout, path, opts, stats):
+            yield from unit_spans(db, fetch, layout, conv, origin, stats, opts)
     except sqlite3.DatabaseError as e:  # e.g. a damaged page: what was read is kept
-        raise _unreadable(path, e) from None
+        raise unreadable(path, e) from None
     finally:
         db.close()
+
+
+def units(
+    db: sqlite3.Connection, layout: Layout, path: Path, opts: IngestOptions, stats: IngestStats
+) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """The selected conversations in output order, each with its provenance: all a reader
+    needs to read one (a worker process of `ingest.parallel` opens the file itself)."""
+    stats.read["runs"] += count_runs(db)
+    for conv, run in conversations(db, layout, opts):
+        yield conv, _origin(path, layout, run)
+
+
+def unit_spans(
+    db: sqlite3.Connection,
+    fetch: str,
+    layout: Layout,
+    conv: str | None,
+    origin: dict[str, Any],
+    stats: IngestStats,
+    opts: IngestOptions,
+) -> Iterator[list[Span]]:
+    """One conversation's spans (`fetch`: `fetcher`'s SQL); the no-conversation bucket
+    gives one list per trace."""
+    if conv is None or conv in NO_CONVERSATION:
+        yield from _bucket(db, layout, conv, origin, stats, opts)
+        return
+    stats.read["conversations"] += 1
+    yield list(_spans(db, fetch, (conv,), layout, origin, stats, opts.strict))
 
 
 def _bucket(
@@ -124,7 +146,7 @@ def _bucket(
         return
     by_trace = _by_trace_sql(db, layout)
     if by_trace is None:  # no trace index to read a trace at a time: one conversation
-        sql, keys = _fetcher(db, layout), [(conv,)]
+        sql, keys = fetcher(db, layout), [(conv,)]
     else:
         sql = by_trace
         where = f"{_q(layout.conversation)} IS ?"
@@ -174,7 +196,7 @@ def connect(path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as e:
-        raise _unreadable(path, e) from None
+        raise unreadable(path, e) from None
     return db
 
 
@@ -195,7 +217,7 @@ def detect_layout(db: sqlite3.Connection) -> Layout:
     return Layout(name, "conversationId" if name == "new" else "run_id", cols)  # type: ignore[arg-type]
 
 
-def _check_not_empty(db: sqlite3.Connection, path: Path) -> None:
+def check_not_empty(db: sqlite3.Connection, path: Path) -> None:
     if db.execute("SELECT 1 FROM span_table LIMIT 1").fetchone() is None:
         raise UserError(
             f"{path}: span_table has no spans; trace your agents to Studio first "
@@ -294,7 +316,7 @@ def _to_ns(when: datetime) -> int:
 # --- spans ---------------------------------------------------------------------------------
 
 
-def _fetcher(db: sqlite3.Connection, layout: Layout) -> str:
+def fetcher(db: sqlite3.Connection, layout: Layout) -> str:
     """The SQL that selects one conversation's rows, through an index on the conversation
     column; a file without one (the old layout has none) gets a temporary index, built in
     SQLite's temp store (bounded memory), never in the file."""

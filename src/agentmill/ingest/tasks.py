@@ -109,20 +109,29 @@ def existing_hashes(path: Path) -> set[str]:
 def append_tasks(tasks: Iterable[Task], path: Path) -> tuple[int, int]:
     """Append the tasks whose qa_hash is not in `path` yet, each with one unbuffered write
     (a torn last line is cut off first); returns (added, already present)."""
+    return append_task_lines(((task_key(t), t.to_json()) for t in tasks), path)
+
+
+def append_task_lines(items: Iterable[tuple[str, bytes]], path: Path) -> tuple[int, int]:
+    """`append_tasks` for tasks already serialized: (qa_hash, JSON line) pairs."""
     seen = existing_hashes(path)
     writer: JsonlWriter | None = None
     added = present = 0
     try:
-        for task in tasks:
-            h = str(task.metadata.get("qa_hash") or qa_hash(task.query, str(task.ground_truth)))
+        for h, line in items:
             if h in seen:
                 present += 1
                 continue
             writer = writer or JsonlWriter(path)
-            writer.append(task.to_json())
+            writer.append(line)
             seen.add(h)
             added += 1
     finally:
         if writer is not None:
             writer.close()
     return added, present
+
+
+def task_key(task: Task) -> str:
+    """The key a task file is deduplicated by: its qa_hash."""
+    return str(task.metadata.get("qa_hash") or qa_hash(task.query, str(task.ground_truth)))

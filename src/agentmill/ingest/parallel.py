@@ -1,0 +1,175 @@
+"""A Studio file ingested by worker processes: conversations rebuilt in parallel, written in
+order (`agentmill ingest agentscope-studio FILE --workers N`).
+
+The parent opens the file, checks it, and lists the selected conversations (ids and
+provenance, from the conversation index); it hands them out in chunks of `CHUNK`. Each
+worker opens the file read-only itself and, for its chunk, reads the spans, rebuilds,
+validates and redacts the trajectories and builds their tasks, exactly as the serial ingest
+does, and sends back their JSON lines with its counts. The parent writes the chunks in
+listing order, so the output files are byte for byte those of a serial ingest; at most
+`2 * workers` chunks are in flight, so memory stays flat in the file's size. A worker's
+error (a damaged page, `--strict` on a bad span) stops the ingest after the chunks before
+it are written, and so does a worker that dies (killed for memory: `BrokenProcessPool`);
+the pool is shut down on any exit.
+
+Workers are spawned (not forked: the parent may hold threads and a model), so each pays the
+import of the ingesters once, about a second: worth it for files of tens of MB and up.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentmill.errors import AgentmillError
+from agentmill.ingest import studio
+from agentmill.ingest.base import IngestOptions, IngestStats
+from agentmill.ingest.redact import Redactor
+from agentmill.records import Trajectory
+
+CHUNK = 32  # conversations per job: large enough that a job's overhead is negligible
+AUTO_MIN_BYTES = 64 * 2**20  # `--workers` unset: serial below this file size
+AUTO_MAX_WORKERS = 8
+
+
+@dataclass
+class Built:
+    """One trajectory, ready to append: its id, its JSON line, its task's (or None)."""
+
+    id: str
+    line: bytes
+    task: bytes | None
+    qa_hash: str | None
+
+
+def to_built(t: Trajectory, redactor: Redactor | None, val_fraction: float) -> Built:
+    """A trajectory redacted (when asked), serialized, with its task (serial and workers)."""
+    from agentmill.ingest.tasks import task_from_trajectory, task_key
+
+    if redactor is not None:
+        t = redactor.trajectory(t)
+    task = task_from_trajectory(t, val_fraction)
+    if task is None:
+        return Built(t.id, t.to_json(), None, None)
+    return Built(t.id, t.to_json(), task.to_json(), task_key(task))
+
+
+def auto_workers(fmt: str, path: Path, workers: int | None) -> int:
+    """Worker processes for an ingest: `workers` when given; else one per core (at most 8)
+    for a Studio file of 64 MiB or more, else 1 (serial). Only Studio files are split."""
+    if fmt != studio.SOURCE:
+        return 1
+    if workers is not None:
+        return workers
+    big = path.is_file() and path.stat().st_size >= AUTO_MIN_BYTES
+    return min(len(os.sched_getaffinity(0)), AUTO_MAX_WORKERS) if big else 1
+
+
+def built(
+    path: Path,
+    opts: IngestOptions,
+    stats: IngestStats,
+    workers: int,
+    redactor: Redactor | None,
+    val_fraction: float,
+) -> Iterator[Built]:
+    """The records in the serial order (`task` None: a trajectory with no task); counts are
+    merged into `stats` as chunks arrive. The file is checked before any worker starts."""
+    db = studio.connect(path)
+    try:
+        layout = studio.detect_layout(db)
+        studio.check_not_empty(db, path)
+    except sqlite3.DatabaseError as e:
+        db.close()
+        raise studio.unreadable(path, e) from None
+    except BaseException:
+        db.close()
+        raise
+    return _run(db, layout, path, opts, stats, workers, (redactor, val_fraction))
+
+
+def _run(
+    db: sqlite3.Connection,
+    layout: studio.Layout,
+    path: Path,
+    opts: IngestOptions,
+    stats: IngestStats,
+    workers: int,
+    shape: tuple[Redactor | None, float],
+) -> Iterator[Built]:
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, ctx, initializer=_init, initargs=(path, opts, *shape))
+    pending: deque[Future[tuple[list[Built], IngestStats]]] = deque()
+    try:
+        chunk: list[tuple[str | None, dict[str, Any]]] = []
+        for unit in studio.units(db, layout, path, opts, stats):
+            chunk.append(unit)
+            if len(chunk) == CHUNK:
+                pending.append(pool.submit(_work, chunk))
+                chunk = []
+                if len(pending) >= 2 * workers:
+                    yield from _take(pending.popleft(), stats)
+        if chunk:
+            pending.append(pool.submit(_work, chunk))
+        while pending:
+            yield from _take(pending.popleft(), stats)
+    except sqlite3.DatabaseError as e:
+        raise studio.unreadable(path, e) from None
+    except BrokenProcessPool:
+        raise AgentmillError(
+            f"{path}: an ingest worker process died (out of memory?); the trajectories "
+            "written so far are kept: re-run the same command with fewer --workers"
+        ) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        db.close()
+
+
+def _take(job: Future[tuple[list[Built], IngestStats]], stats: IngestStats) -> list[Built]:
+    records, counts = job.result()  # a worker's exception is raised here
+    stats.merge(counts)
+    return records
+
+
+# --- in the worker -------------------------------------------------------------------------
+
+_worker: dict[str, Any] = {}
+
+
+def _init(path: Path, opts: IngestOptions, redactor: Redactor | None, val_fraction: float) -> None:
+    _worker.update(path=path, opts=opts, redactor=redactor, val_fraction=val_fraction)
+    try:
+        db = studio.connect(path)
+        layout = studio.detect_layout(db)
+        _worker.update(db=db, layout=layout, fetch=studio.fetcher(db, layout))
+    except (sqlite3.DatabaseError, AgentmillError) as e:  # raised by the first job instead
+        _worker["error"] = e
+
+
+def _work(units: list[tuple[str | None, dict[str, Any]]]) -> tuple[list[Built], IngestStats]:
+    from agentmill.ingest.rebuild import rebuild
+
+    w = _worker
+    if "error" in w:
+        error = w["error"]
+        raise error if isinstance(error, AgentmillError) else studio.unreadable(w["path"], error)
+    stats, out = IngestStats(), []
+    try:
+        for conv, origin in units:
+            spans_of = studio.unit_spans(
+                w["db"], w["fetch"], w["layout"], conv, origin, stats, w["opts"]
+            )
+            for spans in spans_of:
+                for t in rebuild(spans, stats, w["opts"], studio.SOURCE):
+                    out.append(to_built(t, w["redactor"], w["val_fraction"]))
+    except sqlite3.DatabaseError as e:
+        raise studio.unreadable(w["path"], e) from None
+    return out, stats
