@@ -26,7 +26,7 @@ from agentmill.records import Task, Trajectory, content_hash
 from agentmill.scoring.judge_stage import JUDGE, judge_fingerprint, run_judge_stage
 from agentmill.scoring.stage import run_score_stage
 from agentmill.sources.traces import write_tasks_out
-from agentmill.store import RunStore, Stage, iter_jsonl, write_atomic
+from agentmill.store import RunStore, Stage, write_atomic
 
 SOURCE, ROLLOUT, SCORE, FILTER, EXPORT = "source", "rollout", "score", "filter", "export"
 
@@ -125,27 +125,29 @@ def carried_records(
     """The records the filters of earlier runs kept (`<run>/filter/records.jsonl`, in the
     order of `folders`), less any already present by id, and the tasks they need that `tasks`
     lack (from `<run>/source/records.jsonl`)."""
+    from agentmill.fileops import read_tasks
+
     seen = {t.id for t in current}
     have = {t.id for t in tasks}
     out: list[Trajectory] = []
     more: list[Task] = []
     for folder in folders:
-        kept = folder / FILTER / "records.jsonl"
+        kept = Stage(folder, FILTER)
         if folder.resolve() == root.resolve():
             raise UserError(f"carry: {folder} is this run's own folder; carry earlier runs only")
-        if not kept.is_file():
+        if not kept.records_path.is_file():
             raise UserError(
-                f"carry: {folder} has no kept records ({kept} is missing); carry the folder of "
-                "a finished run whose config has a filter"
+                f"carry: {folder} has no kept records ({kept.records_path} is missing); carry "
+                "the folder of a finished run whose config has a filter"
             )
-        recs = [t for t in iter_trajectories_file(kept) if t.id not in seen]
+        recs = [t for t in iter_trajectories(kept) if t.id not in seen]
         seen.update(t.id for t in recs)
         out += recs
         need = {t.task_id for t in recs} - have
-        for task in iter_tasks_file(folder / SOURCE / "records.jsonl") if need else ():
-            if task.id in need:
-                more.append(task)
-                need.discard(task.id)
+        if need:
+            found = read_tasks(folder / SOURCE / "records.jsonl", kept.records_path)
+            more += [found[i] for i in sorted(need) if i in found]
+            need -= set(found)
         if need:
             raise UserError(
                 f"carry: {folder}/{SOURCE}/records.jsonl lacks the tasks of {len(need)} kept "
@@ -154,16 +156,6 @@ def carried_records(
             )
         have.update(t.id for t in more)
     return out, more
-
-
-def iter_trajectories_file(path: Path) -> Iterator[Trajectory]:
-    for _, line in iter_jsonl(path):
-        yield Trajectory.model_validate(orjson.loads(line))
-
-
-def iter_tasks_file(path: Path) -> Iterator[Task]:
-    for _, line in iter_jsonl(path):
-        yield Task.model_validate(orjson.loads(line))
 
 
 def _judge(
