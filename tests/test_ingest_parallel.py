@@ -41,6 +41,10 @@ def _db(tmp_path: Path, layout: str, protocol: str, version: str) -> Path:
     return path
 
 
+def _written(path: Path) -> list[bytes]:
+    return [line for _, line in iter_jsonl(path)]
+
+
 @pytest.mark.parametrize(
     ("layout", "protocol", "version"),
     [("old", "old", ""), ("migrated", "old", ""), ("new", "as2", "2.0.8")],
@@ -78,8 +82,7 @@ def test_a_workers_strict_error_keeps_the_chunks_before_it(
         ingest(FORMAT, path, out, workers=2, opts=IngestOptions(strict=True))
     with pytest.raises(UserError, match=r"span_table row .*bad_attributes"):
         ingest(FORMAT, path, serial, workers=1, opts=IngestOptions(strict=True))
-    written = [line for _, line in iter_jsonl(out)]
-    assert written and written == [line for _, line in iter_jsonl(serial)]
+    assert _written(out) and _written(out) == _written(serial)
 
 
 def test_how_many_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,6 +126,5 @@ def test_a_worker_that_dies_stops_the_ingest_with_what_came_before(
         ingest(FORMAT, path, out, redactor=DyingRedactor(), workers=2)
     serial = tmp_path / "serial.jsonl"
     ingest(FORMAT, path, serial, redactor=Redactor(), workers=1)
-    written = [line for _, line in iter_jsonl(out)]
-    whole = [line for _, line in iter_jsonl(serial)]
+    written, whole = _written(out), _written(serial)
     assert 0 < len(written) < len(whole) and written == whole[: len(written)]
