@@ -83,16 +83,7 @@ def built(
 ) -> Iterator[Built]:
     """The records in the serial order (`task` None: a trajectory with no task); counts are
     merged into `stats` as chunks arrive. The file is checked before any worker starts."""
-    db = studio.connect(path)
-    try:
-        layout = studio.detect_layout(db)
-        studio.check_not_empty(db, path)
-    except sqlite3.DatabaseError as e:
-        db.close()
-        raise studio.unreadable(path, e) from None
-    except BaseException:
-        db.close()
-        raise
+    db, layout = studio.open_checked(path)
     return _run(db, layout, path, opts, stats, workers, (redactor, val_fraction))
 
 

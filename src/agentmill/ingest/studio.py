@@ -72,6 +72,13 @@ def read(path: Path, opts: IngestOptions, stats: IngestStats) -> Iterator[Trajec
 def read_spans(path: Path, opts: IngestOptions, stats: IngestStats) -> Iterator[list[Span]]:
     """The spans of each selected conversation, one list at a time (what `read` rebuilds).
     The file is checked now; the connection closes when the iterator ends."""
+    db, layout = open_checked(path)
+    return _groups(db, layout, path, opts, stats)
+
+
+def open_checked(path: Path) -> tuple[sqlite3.Connection, Layout]:
+    """A read-only connection to a Studio file with spans, and its layout; UserError (and
+    nothing left open) for any other file."""
     db = connect(path)
     try:
         layout = detect_layout(db)
@@ -82,7 +89,7 @@ def read_spans(path: Path, opts: IngestOptions, stats: IngestStats) -> Iterator[
     except BaseException:
         db.close()
         raise
-    return _groups(db, layout, path, opts, stats)
+    return db, layout
 
 
 def unreadable(path: Path, e: Exception) -> UserError:
