@@ -82,7 +82,7 @@ def open_checked(path: Path) -> tuple[sqlite3.Connection, Layout]:
     db = connect(path)
     try:
         layout = detect_layout(db)
-        check_not_empty(db, path)
+        _check_not_empty(db, path)
     except sqlite3.DatabaseError as e:
         db.close()
         raise unreadable(path, e) from None
@@ -224,7 +224,7 @@ def detect_layout(db: sqlite3.Connection) -> Layout:
     return Layout(name, "conversationId" if name == "new" else "run_id", cols)  # type: ignore[arg-type]
 
 
-def check_not_empty(db: sqlite3.Connection, path: Path) -> None:
+def _check_not_empty(db: sqlite3.Connection, path: Path) -> None:
     if db.execute("SELECT 1 FROM span_table LIMIT 1").fetchone() is None:
         raise UserError(
             f"{path}: span_table has no spans; trace your agents to Studio first "
