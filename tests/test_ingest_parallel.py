@@ -110,10 +110,10 @@ def test_workers_option_is_checked(cli, tmp_path: Path) -> None:
 class DyingRedactor(Redactor):
     """Kills the worker process that redacts run-07's first turn (as the OOM killer would)."""
 
-    def trajectory(self, t):  # noqa: ANN001, ANN201
-        if t.provenance.source_id == "run-07":
+    def record(self, data):  # noqa: ANN001, ANN201
+        if data["provenance"]["source_id"] == "run-07":
             os._exit(3)
-        return super().trajectory(t)
+        return super().record(data)
 
 
 def test_a_worker_that_dies_stops_the_ingest_with_what_came_before(

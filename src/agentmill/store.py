@@ -97,24 +97,49 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 class JsonlWriter:
-    """Append-only JSONL file; each `append` is one unbuffered `write()` of one full line."""
+    """Append-only JSONL file; each `append` is one unbuffered `write()` of one full line.
 
-    def __init__(self, path: Path):
+    With `buffer` (bytes), lines gather in memory and go out in one `write()` once that much
+    is held, and at `flush`/`close`: for writers of many small lines whose caller can redo
+    what a kill loses (`agentmill ingest`). Only whole lines are ever written, so a kill
+    leaves at worst a torn last line, which the next writer cuts off."""
+
+    def __init__(self, path: Path, buffer: int = 0):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.repaired = repair_torn_tail(path)
         self._f = path.open("ab", buffering=0)
+        self._limit = buffer
+        self._held: list[bytes] = []
+        self._size = 0
 
     def append(self, data: bytes) -> None:
-        self._f.write(data + b"\n")
+        if not self._limit:
+            self._f.write(data + b"\n")
+            return
+        self._held.append(data)
+        self._size += len(data) + 1
+        if self._size >= self._limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._held:
+            self._held.append(b"")
+            data = memoryview(b"\n".join(self._held))
+            self._held, self._size = [], 0
+            while data:  # a raw write may take less than it was given
+                data = data[self._f.write(data) :]
 
     def sync(self) -> None:
         os.fsync(self._f.fileno())
 
     def close(self) -> None:
         if not self._f.closed:
-            self.sync()
-            self._f.close()
+            try:
+                self.flush()
+            finally:
+                self.sync()
+                self._f.close()
 
 
 def write_atomic(path: Path, data: bytes) -> None:

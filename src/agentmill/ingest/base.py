@@ -71,9 +71,25 @@ def read_traces(
     fmt: str, path: Path, opts: IngestOptions | None = None, stats: IngestStats | None = None
 ) -> Iterator[Trajectory]:
     """Trajectories from `path` in format `fmt` (a key of FORMATS)."""
+    module = _module(fmt, path)
+    return module.read(path, opts or IngestOptions(), stats if stats is not None else IngestStats())
+
+
+def read_trace_dicts(
+    fmt: str, path: Path, opts: IngestOptions | None = None, stats: IngestStats | None = None
+) -> Iterator[dict[str, Any]]:
+    """`read_traces` as each trajectory's canonical dict (`Trajectory.to_dict()`): the span
+    formats build them without the models (`canonical`), the others dump their models."""
+    module = _module(fmt, path)
+    opts, stats = opts or IngestOptions(), stats if stats is not None else IngestStats()
+    if hasattr(module, "read_dicts"):
+        return module.read_dicts(path, opts, stats)
+    return (t.to_dict() for t in module.read(path, opts, stats))
+
+
+def _module(fmt: str, path: Path) -> Any:
     if fmt not in FORMATS:
         raise UserError(f"unknown trace format '{fmt}'; use one of: {', '.join(FORMATS)}")
     if not path.exists():
         raise UserError(f"file not found: {path}")
-    module = importlib.import_module(f"agentmill.ingest.{FORMATS[fmt]}")
-    return module.read(path, opts or IngestOptions(), stats if stats is not None else IngestStats())
+    return importlib.import_module(f"agentmill.ingest.{FORMATS[fmt]}")

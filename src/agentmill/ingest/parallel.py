@@ -18,6 +18,7 @@ import of the ingesters once, about a second: worth it for files of tens of MB a
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sqlite3
@@ -29,11 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from agentmill.errors import AgentmillError
 from agentmill.ingest import studio
 from agentmill.ingest.base import IngestOptions, IngestStats
 from agentmill.ingest.redact import Redactor
-from agentmill.records import Trajectory
 
 CHUNK = 32  # conversations per job: large enough that a job's overhead is negligible
 AUTO_MIN_BYTES = 64 * 2**20  # `--workers` unset: serial below this file size
@@ -50,16 +52,18 @@ class Built:
     qa_hash: str | None
 
 
-def to_built(t: Trajectory, redactor: Redactor | None, val_fraction: float) -> Built:
-    """A trajectory redacted (when asked), serialized, with its task (serial and workers)."""
-    from agentmill.ingest.tasks import task_from_trajectory, task_key
+def to_built(record: dict[str, Any], redactor: Redactor | None, val_fraction: float) -> Built:
+    """A trajectory's canonical dict (`Trajectory.to_dict()`) redacted (when asked) and
+    serialized, with its task (serial and workers)."""
+    from agentmill.ingest.tasks import task_record
 
     if redactor is not None:
-        t = redactor.trajectory(t)
-    task = task_from_trajectory(t, val_fraction)
+        record = redactor.record(record)
+    task = task_record(record, val_fraction)
+    line = orjson.dumps(record)
     if task is None:
-        return Built(t.id, t.to_json(), None, None)
-    return Built(t.id, t.to_json(), task.to_json(), task_key(task))
+        return Built(record["id"], line, None, None)
+    return Built(record["id"], line, orjson.dumps(task), task["metadata"]["qa_hash"])
 
 
 def auto_workers(fmt: str, path: Path, workers: int | None) -> int:
@@ -136,6 +140,9 @@ _worker: dict[str, Any] = {}
 
 
 def _init(path: Path, opts: IngestOptions, redactor: Redactor | None, val_fraction: float) -> None:
+    from agentmill.ingest.driver import GC_EVERY
+
+    gc.set_threshold(GC_EVERY, *gc.get_threshold()[1:])  # as the serial ingest (driver.py)
     _worker.update(path=path, opts=opts, redactor=redactor, val_fraction=val_fraction)
     try:
         db = studio.connect(path)
@@ -146,7 +153,7 @@ def _init(path: Path, opts: IngestOptions, redactor: Redactor | None, val_fracti
 
 
 def _work(units: list[tuple[str | None, dict[str, Any]]]) -> tuple[list[Built], IngestStats]:
-    from agentmill.ingest.rebuild import rebuild
+    from agentmill.ingest.rebuild import rebuild_dicts
 
     w = _worker
     if "error" in w:
@@ -159,8 +166,8 @@ def _work(units: list[tuple[str | None, dict[str, Any]]]) -> tuple[list[Built], 
                 w["db"], w["fetch"], w["layout"], conv, origin, stats, w["opts"]
             )
             for spans in spans_of:
-                for t in rebuild(spans, stats, w["opts"], studio.SOURCE):
-                    out.append(to_built(t, w["redactor"], w["val_fraction"]))
+                for d in rebuild_dicts(spans, stats, w["opts"], studio.SOURCE):
+                    out.append(to_built(d, w["redactor"], w["val_fraction"]))
     except sqlite3.DatabaseError as e:
         raise studio.unreadable(w["path"], e) from None
     return out, stats

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from agentmill.canonical import trajectory_dict
 from agentmill.ingest import span_content as sc
 from agentmill.ingest import span_messages as sm
 from agentmill.ingest.base import IngestOptions, IngestStats
@@ -43,6 +44,21 @@ def rebuild(
     spans: Iterable[Span], stats: IngestStats, opts: IngestOptions, source: str
 ) -> Iterator[Trajectory]:
     """Trajectories, one per user turn, from the spans of ONE conversation."""
+    return (Trajectory.model_validate(r) for r in records(spans, stats, opts, source))
+
+
+def rebuild_dicts(
+    spans: Iterable[Span], stats: IngestStats, opts: IngestOptions, source: str
+) -> Iterator[dict[str, Any]]:
+    """`rebuild` as the trajectories' canonical dicts (`Trajectory.to_dict()`), built without
+    the models (`canonical.trajectory_dict`): what `agentmill ingest` writes."""
+    return (trajectory_dict(r) for r in records(spans, stats, opts, source))
+
+
+def records(
+    spans: Iterable[Span], stats: IngestStats, opts: IngestOptions, source: str
+) -> Iterator[dict[str, Any]]:
+    """The trajectory records of ONE conversation as plain dicts, not yet validated."""
     spans = list(spans)
     if not spans:
         return
@@ -56,14 +72,14 @@ def rebuild(
     conv = _Conversation()
     window = _window(opts)
     for index, turn in enumerate(turns):
-        traj = _turn_or_skip(turn, index, conv, stats, opts, source)
-        if traj is None:
+        record = _turn_or_skip(turn, index, conv, stats, opts, source)
+        if record is None:
             continue
         if not window[0] <= turn.agent.start_ns < window[1]:
             stats.read["turns_outside_window"] += 1
             continue
         stats.built += 1
-        yield traj
+        yield record
 
 
 def _turn_or_skip(
@@ -73,7 +89,7 @@ def _turn_or_skip(
     stats: IngestStats,
     opts: IngestOptions,
     source: str,
-) -> Trajectory | None:
+) -> dict[str, Any] | None:
     where = _where(turn.agent)
     try:
         built = _Builder(turn, conv, stats).build()
@@ -83,7 +99,7 @@ def _turn_or_skip(
     if built is None:
         stats.skip("no_user_input", where)
         return None
-    return _trajectory(turn, index, built, source)
+    return _record(turn, index, built, source)
 
 
 # --- one turn ------------------------------------------------------------------------------
@@ -279,7 +295,7 @@ def _agent_name(agent: Span) -> str | None:
 # --- the record ----------------------------------------------------------------------------
 
 
-def _trajectory(turn: Turn, index: int, built: _Built, source: str) -> Trajectory:
+def _record(turn: Turn, index: int, built: _Built, source: str) -> dict[str, Any]:
     agent = turn.agent
     conv = agent.conversation_id or agent.trace_id
     messages = [_clean(m, keep_usage=True) for m in built.messages]
@@ -301,7 +317,7 @@ def _trajectory(turn: Turn, index: int, built: _Built, source: str) -> Trajector
         "metadata": _metadata(turn, built),
         "created_at": agent.start_ns / 1e9,
     }
-    return Trajectory.model_validate(record)
+    return record
 
 
 def _clean(m: sm.Msg, keep_usage: bool) -> sm.Msg:

@@ -110,11 +110,16 @@ class Redactor:
     def trajectory(self, t: Trajectory) -> Trajectory:
         """`t` with its messages (text, parts, reasoning, tool-call arguments), final answer
         and metadata masked. Ids, provenance and tool schemas are kept."""
-        data = t.to_dict()
+        return Trajectory.model_validate(self.record(t.to_dict()))
+
+    def record(self, data: dict[str, Any]) -> dict[str, Any]:
+        """`trajectory` on a trajectory's canonical dict (a new dict; `data` is unchanged).
+        Only strings change, so the result is canonical too."""
+        data = dict(data)
         for key in ("messages", "final_answer", "metadata", "verdicts"):
             if key in data:
                 data[key] = self.value(data[key])
-        return Trajectory.model_validate(data)
+        return data
 
 
 def _phone(m: re.Match[str]) -> str:

@@ -19,6 +19,7 @@ task message, not later format-error messages), else the last user message.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,48 +28,70 @@ import orjson
 
 from agentmill.astuner import qa_hash
 from agentmill.export.splits import task_split
-from agentmill.records import Message, Task, Trajectory
+from agentmill.records import Task, Trajectory, content_hash
 from agentmill.store import JsonlWriter, iter_jsonl
 
 
 def task_from_trajectory(t: Trajectory, val_fraction: float = 0.3) -> Task | None:
     """The task of `t`'s turn, or None when it has no user query or no final answer."""
-    index = query_index(t)
-    if index is None or t.final_answer is None:
+    record = task_record(t.to_dict(), val_fraction)
+    return None if record is None else Task.model_validate(record)
+
+
+def task_record(t: dict[str, Any], val_fraction: float = 0.3) -> dict[str, Any] | None:
+    """`task_from_trajectory` on a trajectory's canonical dict (`Trajectory.to_dict()`),
+    giving the task's canonical dict (what its line holds) without building the models."""
+    messages, answer = t["messages"], t.get("final_answer")
+    index = query_index(messages, t.get("metadata", {}))
+    if index is None or answer is None:
         return None
-    prompt = t.messages[: index + 1]
-    query, answer = t.messages[index].text, t.final_answer
+    prompt = [_context(m) for m in messages[: index + 1]]
+    tools = t.get("tools") or []
     metadata = {
         "answer": answer,
-        "qa_hash": qa_hash(query, answer),
-        "missing_tools": missing_tools(t.tools),
-        "source_record": t.id,
+        "qa_hash": qa_hash(_text(messages[index].get("content")), answer),
+        "missing_tools": missing_tools(tools),
+        "source_record": t["id"],
     }
-    task = Task.create(
-        [_context(m) for m in prompt],
-        ground_truth=answer,
-        tools=t.tools,
-        metadata=metadata,
-        provenance=t.provenance,
-    )
-    return task.model_copy(update={"split": task_split(task.id, val_fraction)})
+    task_id = content_hash({"prompt": prompt, "ground_truth": answer, "tools": tools})
+    return {
+        "id": task_id,
+        "prompt": prompt,
+        "ground_truth": answer,
+        "tools": tools,
+        "metadata": metadata,
+        "provenance": t["provenance"],
+        "split": task_split(task_id, val_fraction),
+    }
 
 
-def query_index(t: Trajectory) -> int | None:
+def query_index(messages: list[dict[str, Any]], metadata: dict[str, Any]) -> int | None:
     """Index of the turn's user message: `metadata.query_index`, else the last user message."""
-    index = t.metadata.get("query_index")
-    if isinstance(index, int) and 0 <= index < len(t.messages):
-        return index if t.messages[index].role == "user" else None
-    users = [i for i, m in enumerate(t.messages) if m.role == "user"]
+    index = metadata.get("query_index")
+    if type(index) is int and 0 <= index < len(messages):
+        return index if messages[index]["role"] == "user" else None
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     return users[-1] if users else None
 
 
-def _context(m: Message) -> Message:
+def _context(m: dict[str, Any]) -> dict[str, Any]:
     """A prompt message without per-step usage or hidden reasoning."""
-    return m.model_copy(update={"usage": None, "reasoning": None}) if m.usage or m.reasoning else m
+    if "usage" in m or "reasoning" in m:
+        return {k: v for k, v in m.items() if k != "usage" and k != "reasoning"}
+    return m
 
 
-def builtin_tool_names() -> set[str]:
+def _text(content: Any) -> str:
+    """`Message.text` of a canonical content value."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+
+
+@functools.cache
+def builtin_tool_names() -> frozenset[str]:
     """Names agentmill's built-in tools answer to by default (see rollout.tools.TOOLS)."""
     from agentmill.rollout.configs import (
         CalculatorToolConfig,
@@ -77,7 +100,8 @@ def builtin_tool_names() -> set[str]:
     )
 
     search = SearchToolConfig()
-    return {CalculatorToolConfig().name, PythonToolConfig().name, search.name, search.open_name}
+    names = (CalculatorToolConfig().name, PythonToolConfig().name, search.name, search.open_name)
+    return frozenset(names)
 
 
 def missing_tools(tools: list[dict[str, Any]]) -> list[str]:
@@ -112,8 +136,11 @@ def append_tasks(tasks: Iterable[Task], path: Path) -> tuple[int, int]:
     return append_task_lines(((task_key(t), t.to_json()) for t in tasks), path)
 
 
-def append_task_lines(items: Iterable[tuple[str, bytes]], path: Path) -> tuple[int, int]:
-    """`append_tasks` for tasks already serialized: (qa_hash, JSON line) pairs."""
+def append_task_lines(
+    items: Iterable[tuple[str, bytes]], path: Path, buffer: int = 0
+) -> tuple[int, int]:
+    """`append_tasks` for tasks already serialized: (qa_hash, JSON line) pairs; `buffer`
+    as in `JsonlWriter`."""
     seen = existing_hashes(path)
     writer: JsonlWriter | None = None
     added = present = 0
@@ -122,7 +149,7 @@ def append_task_lines(items: Iterable[tuple[str, bytes]], path: Path) -> tuple[i
             if h in seen:
                 present += 1
                 continue
-            writer = writer or JsonlWriter(path)
+            writer = writer or JsonlWriter(path, buffer)
             writer.append(line)
             seen.add(h)
             added += 1
