@@ -15,13 +15,15 @@ full prompt (so later turns carry more). Format spans are left out (Studio files
 Each measurement runs in a fresh child process:
 - floor: `SELECT` the same columns the ingester reads, in table order, and `orjson.loads`
   every row's attributes; nothing else (the least any reader must do);
-- ingest: `read_traces("agentscope-studio", ...)` over the whole file, every trajectory built;
+- ingest: `read_trace_dicts("agentscope-studio", ...)` over the whole file: every trajectory
+  built as the canonical dict `agentmill ingest` writes (nothing serialized or written);
 - peak RSS (`ru_maxrss`) of the child, and the Python heap peak under tracemalloc (a second,
   slower pass), on the full and the half-size file: memory must not grow with the file;
 - where the ingest's CPU goes: reading the rows into `Span`s (`studio.read_spans`, which
-  includes the floor's work) and validating the same records with `Trajectory.model_validate`
-  (pydantic), as shares of the ingest; the rest is the rebuild itself. `ceiling_fraction` is
-  the floor over reading + validating: the fraction a rebuild costing nothing would reach;
+  includes the floor's work) and checking the same records into their canonical dicts
+  (`canonical.trajectory_dict`), as shares of the ingest; the rest is the rebuild itself.
+  `ceiling_fraction` is the floor over reading + checking: the fraction a rebuild costing
+  nothing would reach;
 - what skipping the prompts a rebuild never uses could save: every chat span carries the
   whole prompt so far and only the last of a turn is used; `share_unused_prompts` is the CPU
   to decode the others (the most that not decoding them saves), and `chat_whole_us` /
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import sqlite3
@@ -148,13 +151,13 @@ print(orjson.dumps({"spans": n, "wall": wall, "cpu": cpu,
 INGEST = """
 import sys, time, resource, tracemalloc, orjson
 from pathlib import Path
-from agentmill.ingest import IngestStats, read_traces
+from agentmill.ingest.base import IngestStats, read_trace_dicts
 if sys.argv[2] == "trace":
     tracemalloc.start()
 stats = IngestStats()
 t0, c0 = time.perf_counter(), time.process_time()
 built = 0
-for t in read_traces("agentscope-studio", Path(sys.argv[1]), None, stats):
+for t in read_trace_dicts("agentscope-studio", Path(sys.argv[1]), None, stats):
     built += 1
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 heap = tracemalloc.get_traced_memory()[1] / 2**20 if sys.argv[2] == "trace" else None
@@ -189,20 +192,23 @@ out.rmdir()
 STAGES = """
 import sys, time, orjson
 from pathlib import Path
-from agentmill.ingest import IngestOptions, IngestStats, read_traces
+from agentmill.canonical import trajectory_dict
+from agentmill.ingest import IngestOptions, IngestStats
+from agentmill.ingest.rebuild import records
 from agentmill.ingest.span_content import chat_prompt_raw
 from agentmill.ingest.spans import find_turns
-from agentmill.ingest.studio import read_spans
-from agentmill.records import Trajectory
+from agentmill.ingest.studio import SOURCE, read_spans
 path = Path(sys.argv[1])
 c0 = time.process_time()
 n = sum(len(spans) for spans in read_spans(path, IngestOptions(), IngestStats()))
 read = time.process_time() - c0
-records = [t.to_dict() for t in read_traces("agentscope-studio", path, None, IngestStats())]
-c0 = time.process_time()
-for d in records:
-    Trajectory.model_validate(d)
-validate = time.process_time() - c0
+opts, validate = IngestOptions(), 0.0
+for spans in read_spans(path, opts, IngestStats()):
+    raw = list(records(spans, IngestStats(), opts, SOURCE))
+    c0 = time.process_time()
+    for d in raw:
+        trajectory_dict(d)
+    validate += time.process_time() - c0
 # the prompts a rebuild never uses: every chat span's but the last of its turn (each chat
 # span carries the whole prompt so far); their decoding is all that skipping them can save
 unused, unused_decode = 0, 0.0
@@ -237,9 +243,22 @@ print(orjson.dumps({"chat_spans": n, **out}).decode())
 """
 
 
+CHILD_ENV = dict(os.environ)  # --pure adds AGENTMILL_PURE_PYTHON=1 (the sources run)
+
+COMPILED = """
+import orjson
+from agentmill import compiled
+print(orjson.dumps({"compiled": sorted(set(compiled.status().values()))}).decode())
+"""
+
+
 def child(code: str, *args: str) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=CHILD_ENV,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -287,7 +306,7 @@ def measure(path: Path, repeats: int) -> dict[str, Any]:
         "ingest_wall_spans_per_s": ingest["spans"] / ingest["wall"],
         "fraction_of_floor": floor["cpu"] / ingest["cpu"],
         # where the ingest's CPU goes: reading rows into Spans, validating the records
-        # (pydantic, Trajectory.model_validate of the same records), the rest (the rebuild)
+        # (canonical.trajectory_dict of the same records), the rest (the rebuild)
         "share_read": stages["read"] / ingest["cpu"],
         "share_validate": stages["validate"] / ingest["cpu"],
         # the best fraction a rebuild costing nothing would reach: reading and validating
@@ -318,10 +337,18 @@ def main() -> None:
         default=0,
         help="measure only the whole command, serial against this many worker processes",
     )
+    ap.add_argument(
+        "--pure",
+        action="store_true",
+        help="run the modules' Python sources, not their compiled copies (AGENTMILL_PURE_PYTHON)",
+    )
     args = ap.parse_args()
+    if args.pure:
+        CHILD_ENV["AGENTMILL_PURE_PYTHON"] = "1"
     where = args.dir or Path(tempfile.mkdtemp(prefix="bench-studio-"))
     where.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results: dict[str, Any] = {"modules": child(COMPILED)["compiled"]}
+    print("modules:", results["modules"], flush=True)
     for label, n in (("full", args.spans), ("half", args.spans // 2)):
         path = where / f"studio-{n}.sqlite"
         if not path.exists():

@@ -248,6 +248,9 @@ def test_trajectory_redaction_reaches_every_string_but_ids() -> None:
     assert r.messages[1].tool_calls[1].function.raw_arguments == "{to: [REDACTED_EMAIL]"
     assert r.messages[1].reasoning == "[REDACTED_EMAIL]"
     assert r.final_answer == "Sent to [REDACTED_EMAIL]"
+    # the ingest's path: the canonical dict redacted, unchanged itself, canonical still
+    data = t.to_dict()
+    assert Redactor().record(data) == r.to_dict() and data == t.to_dict()
 
 
 def test_redact_flag_end_to_end(cli: Cli, tmp_path: Path) -> None:

@@ -128,3 +128,17 @@ def test_a_worker_that_dies_stops_the_ingest_with_what_came_before(
     ingest(FORMAT, path, serial, redactor=Redactor(), workers=1)
     written, whole = _written(out), _written(serial)
     assert 0 < len(written) < len(whole) and written == whole[: len(written)]
+
+
+def test_the_collector_setting_is_restored_after_an_ingest(tmp_path: Path) -> None:
+    import gc
+
+    from agentmill.ingest.driver import GC_EVERY, gc_every
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError), gc_every(GC_EVERY):
+        assert gc.get_threshold()[0] == GC_EVERY
+        raise RuntimeError
+    assert gc.get_threshold() == before
+    ingest(FORMAT, build_db(tmp_path / "db.sqlite", [sample_run()]), tmp_path / "o.jsonl")
+    assert gc.get_threshold() == before

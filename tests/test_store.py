@@ -72,3 +72,35 @@ def test_cache_round_trip_and_corrupt_file(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(UserError, match="delete it or run with --no-cache"):
         ResponseCache(bad)
+
+
+def test_a_buffered_writer_writes_whole_lines_once_it_holds_enough(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    writer = JsonlWriter(path, buffer=20)
+    writer.append(b'{"a": 1}')  # 9 bytes held
+    assert path.read_bytes() == b""
+    writer.append(b'{"b": 2}')  # 18 held
+    writer.append(b'{"c": 3}')  # 27 >= 20: all three go out in one write
+    assert path.read_bytes() == b'{"a": 1}\n{"b": 2}\n{"c": 3}\n'
+    writer.append(b'{"d": 4}')
+    writer.close()  # what is held is written at close
+    assert path.read_bytes().endswith(b'{"c": 3}\n{"d": 4}\n')
+
+
+def test_a_buffered_writer_killed_before_a_flush_loses_only_what_it_held(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "out.jsonl"
+    code = (
+        "import os, sys\nfrom pathlib import Path\nfrom agentmill.store import JsonlWriter\n"
+        "w = JsonlWriter(Path(sys.argv[1]), buffer=64)\n"
+        "for i in range(10): w.append(b'{\"i\": %d, \"pad\": \"xxxxxxxxxx\"}' % i)\n"
+        "os._exit(9)\n"  # killed: no close, no flush
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=False)
+    lines = [orjson.loads(line)["i"] for _, line in iter_jsonl(path)]
+    assert 0 < len(lines) < 10 and lines == list(range(len(lines)))  # whole lines, in order
+    assert path.read_bytes().endswith(b"\n")

@@ -50,6 +50,7 @@ _USAGE_KEYS = frozenset(USAGE_FIELDS)
 _AGENT_KEYS = frozenset(AGENT_FIELDS)
 _PROVENANCE_KEYS = frozenset(PROVENANCE_FIELDS)
 _OPTIONAL_STR = ("file", "source_id", "run_id", "config_fingerprint")
+_UNSET_BY_INGEST = (("rewards", {}), ("verdicts", []), ("backend", None), ("params", None))
 
 
 class _Unvouched(Exception):
@@ -68,8 +69,8 @@ def trajectory_dict(record: dict[str, Any]) -> dict[str, Any]:
 def _trajectory(r: dict[str, Any]) -> dict[str, Any]:
     if type(r) is not dict or not r.keys() <= _TRAJECTORY_KEYS:
         raise _Unvouched
-    for key in ("rewards", "verdicts", "backend", "params"):  # never set by an ingester
-        if r.get(key):
+    for key, default in _UNSET_BY_INGEST:  # fields no ingester sets: only their default
+        if key in r and r[key] != default:
             raise _Unvouched
     out: dict[str, Any] = {
         "id": _str(r["id"]),
@@ -90,8 +91,7 @@ def _trajectory(r: dict[str, Any]) -> dict[str, Any]:
         raise _Unvouched
     out["status"] = status
     out["stop_reason"] = _str(r.get("stop_reason", "stop"))
-    usage = r.get("usage")
-    out["usage"] = {"prompt_tokens": 0, "completion_tokens": 0} if usage is None else _usage(usage)
+    out["usage"] = _usage(r.get("usage", {}))  # present as None: not a usage, pydantic says
     out["latency_s"] = _float(r.get("latency_s", 0.0))
     model = r.get("model")
     if model is not None:
@@ -103,10 +103,14 @@ def _trajectory(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _message(m: Any) -> dict[str, Any]:
-    if type(m) is not dict or not m.keys() <= _MESSAGE_KEYS:
+    if type(m) is not dict:
         raise _Unvouched
     role = m["role"]
     if type(role) is not str or role not in ROLES:
+        raise _Unvouched
+    if len(m) == 2 and type(m.get("content")) is str and next(iter(m)) == "role":
+        return m  # {role, content}: already canonical (the most common message)
+    if not m.keys() <= _MESSAGE_KEYS:
         raise _Unvouched
     out: dict[str, Any] = {"role": role}
     content = m.get("content")
