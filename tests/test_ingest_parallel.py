@@ -45,14 +45,21 @@ def _written(path: Path) -> list[bytes]:
     return [line for _, line in iter_jsonl(path)]
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 @pytest.mark.parametrize(
     ("layout", "protocol", "version"),
     [("old", "old", ""), ("migrated", "old", ""), ("new", "as2", "2.0.8")],
 )
 def test_workers_write_what_the_serial_ingest_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, protocol: str, version: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    layout: str,
+    protocol: str,
+    version: str,
+    start: str,
 ) -> None:
     monkeypatch.setattr(parallel, "CHUNK", 2)  # many chunks, more than 2 per worker in flight
+    monkeypatch.setattr(parallel, "start_method", lambda: start)
     path = _db(tmp_path, layout, protocol, version)
     redactor = Redactor()
     files = {}
@@ -142,3 +149,21 @@ def test_the_collector_setting_is_restored_after_an_ingest(tmp_path: Path) -> No
     assert gc.get_threshold() == before
     ingest(FORMAT, build_db(tmp_path / "db.sqlite", [sample_run()]), tmp_path / "o.jsonl")
     assert gc.get_threshold() == before
+
+
+def test_workers_are_forked_only_where_it_is_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import threading
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert parallel.start_method() == ("fork" if threading.active_count() == 1 else "spawn")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert parallel.start_method() == "spawn"  # a forked child could deadlock
+    finally:
+        stop.set()
+        other.join()
+    monkeypatch.setitem(sys.modules, "torch", object())  # native thread pools Python can't see
+    assert parallel.start_method() == "spawn"

@@ -559,3 +559,22 @@ def test_conversation_without_agent_spans_is_a_counted_skip() -> None:
     stats = IngestStats()
     assert run_rebuild(_chat_span({})[1:], stats) == []
     assert stats.skipped["no_agent_turns"] == 1 and stats.read["spans_outside_turns"] == 1
+
+
+def test_numeric_call_ids_become_text_on_both_sides() -> None:
+    """A provider that numbers its calls: the call and its result keep one id, as text (a
+    number there used to fail the record's validation and stop the ingest)."""
+    got = sm.from_any(
+        [
+            {"role": "assistant", "tool_calls": [{"id": 7, "function": {"name": "f"}}]},
+            {"role": "tool", "tool_call_id": 7, "content": "ok"},
+            {"role": "user", "parts": [{"type": "tool_call_response", "id": 8, "response": "r"}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": 9, "content": "x"}],
+            },
+        ]
+    )
+    assert got[0]["tool_calls"][0]["id"] == "7" and got[1]["tool_call_id"] == "7"
+    assert [m.get("tool_call_id") for m in got[2:]] == ["8", "9"]
+    Trajectory.model_validate({"id": "t", "task_id": "k", "messages": got})

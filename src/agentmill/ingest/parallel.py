@@ -4,7 +4,7 @@ order (`agentmill ingest agentscope-studio FILE --workers N`).
 The parent opens the file, checks it, and lists the selected conversations (ids and
 provenance, from the conversation index); it hands them out in chunks of `CHUNK`. Each
 worker opens the file read-only itself and, for its chunk, reads the spans, rebuilds,
-validates and redacts the trajectories and builds their tasks, exactly as the serial ingest
+checks and redacts the trajectories and builds their tasks, exactly as the serial ingest
 does, and sends back their JSON lines with its counts. The parent writes the chunks in
 listing order, so the output files are byte for byte those of a serial ingest; at most
 `2 * workers` chunks are in flight, so memory stays flat in the file's size. A worker's
@@ -12,8 +12,14 @@ error (a damaged page, `--strict` on a bad span) stops the ingest after the chun
 it are written, and so does a worker that dies (killed for memory: `BrokenProcessPool`);
 the pool is shut down on any exit.
 
-Workers are spawned (not forked: the parent may hold threads and a model), so each pays the
-import of the ingesters once, about a second: worth it for files of tens of MB and up.
+Workers are forked when the parent runs a single thread on Linux and has not imported
+torch (the `agentmill ingest` command): they start with the ingesters already imported and
+share the parent's pages, which saved about a tenth of the workers' CPU on the benchmark
+file. Otherwise (a library caller with threads; torch, whose native thread pools Python
+does not see) they are spawned, since a forked child of a multi-threaded process can
+deadlock on a lock another thread held; each then pays the import of the ingesters, a few
+tenths of a second. Either way the parent's own connection
+is never used by a worker: each opens the file itself.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import gc
 import multiprocessing
 import os
 import sqlite3
+import sys
+import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -66,6 +74,13 @@ def to_built(record: dict[str, Any], redactor: Redactor | None, val_fraction: fl
     return Built(record["id"], line, orjson.dumps(task), task["metadata"]["qa_hash"])
 
 
+def start_method() -> str:
+    """How workers start: "fork" where it is safe (Linux, this process runs one thread and
+    no torch), else "spawn" (see the module docstring)."""
+    single = threading.active_count() == 1 and "torch" not in sys.modules
+    return "fork" if sys.platform.startswith("linux") and single else "spawn"
+
+
 def auto_workers(fmt: str, path: Path, workers: int | None) -> int:
     """Worker processes for an ingest: `workers` when given; else one per core (at most 8)
     for a Studio file of 64 MiB or more, else 1 (serial). Only Studio files are split."""
@@ -100,7 +115,7 @@ def _run(
     workers: int,
     shape: tuple[Redactor | None, float],
 ) -> Iterator[Built]:
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context(start_method())
     pool = ProcessPoolExecutor(workers, ctx, initializer=_init, initargs=(path, opts, *shape))
     pending: deque[Future[tuple[list[Built], IngestStats]]] = deque()
     try:

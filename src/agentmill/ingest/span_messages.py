@@ -149,7 +149,7 @@ def _part_item(p: dict[str, Any]) -> tuple[str, Any]:
         return "call", tool_call(p.get("id"), p.get("name"), p.get("arguments"))
     if kind == "tool_call_response":
         text = response_text(p.get("response"))
-        return "result", {"role": "tool", "content": text, "tool_call_id": p.get("id")}
+        return "result", {"role": "tool", "content": text, "tool_call_id": _id(p.get("id"))}
     return "part", _media_part(p)
 
 
@@ -159,7 +159,7 @@ def from_provider(item: dict[str, Any]) -> list[Msg]:
     content = item.get("content")
     if role == "tool":
         text = tool_output_text(content) if isinstance(content, list) else _str(content)
-        return [{"role": "tool", "content": text, "tool_call_id": item.get("tool_call_id")}]
+        return [{"role": "tool", "content": text, "tool_call_id": _id(item.get("tool_call_id"))}]
     calls = item.get("tool_calls")
     calls = [_openai_call(c) for c in calls if isinstance(c, dict)] if calls else []
     reasoning = [item["reasoning_content"]] if item.get("reasoning_content") else []
@@ -223,7 +223,7 @@ def _block_item(b: dict[str, Any]) -> tuple[str, Any]:
         return "call", tool_call(b.get("id"), b.get("name"), b.get("input"))
     if kind == "tool_result":
         text = tool_output_text(b.get("output"))
-        return "result", {"role": "tool", "content": text, "tool_call_id": b.get("id")}
+        return "result", {"role": "tool", "content": text, "tool_call_id": _id(b.get("id"))}
     return "part", _media_part(b)
 
 
@@ -382,6 +382,11 @@ def _name(role: str, name: Any) -> str | None:
     if role != "user" or not name or not isinstance(name, str) or name.lower() == "user":
         return None
     return name
+
+
+def _id(value: Any) -> str | None:
+    """A tool result's call id as text (a call's own id is `str`-ed by `tool_call`)."""
+    return value if value is None or isinstance(value, str) else str(value)
 
 
 def _str(value: Any) -> str:
