@@ -63,13 +63,18 @@ def test_an_edited_module_runs_as_its_source_not_its_old_binary(tmp_path: Path) 
     shutil.copytree(PACKAGE, copy / "agentmill", ignore=shutil.ignore_patterns("__pycache__"))
     with (copy / "agentmill" / "canonical.py").open("a") as f:
         f.write("\nEDITED = True\n")
+    # a binary the build no longer makes (this one would not even import as `driver`)
+    binary = next((copy / "agentmill" / "ingest").glob("rebuild.*.so"))
+    shutil.copy(binary, binary.with_name(binary.name.replace("rebuild", "driver")))
     code = (
         "import json, agentmill.canonical as c, agentmill.ingest.spans as s\n"
+        "import agentmill.ingest.driver as d\n"
         "from agentmill import compiled\n"
         "print(json.dumps([c.__file__, getattr(c, 'EDITED', False), s.__file__,"
-        " compiled.status()]))"
+        " compiled.status(), d.__file__]))"
     )
-    canon, edited, spans, status = json.loads(_run(code, copy))
+    canon, edited, spans, status, driver = json.loads(_run(code, copy))
+    assert driver == str(copy / "agentmill" / "ingest" / "driver.py")
     assert canon == str(copy / "agentmill" / "canonical.py") and edited is True
     assert not spans.endswith(".py")  # the untouched modules still run compiled
     assert status["agentmill.canonical"] == "source (stale)"

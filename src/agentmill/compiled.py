@@ -4,8 +4,9 @@ The build compiles a few plain-Python modules of the ingest hot path and records
 of each one's source in `_compiled.json`. Python prefers a compiled module to its source, so
 after an edit the old compiled copy would run; `install()` (called when agentmill is
 imported) puts a finder first on `sys.meta_path` that loads the source instead whenever it
-no longer matches the recorded hash, or for every module when AGENTMILL_PURE_PYTHON is set
-(to compare the two, or to debug the Python).
+no longer matches the recorded hash, for a binary the last build did not make (a module no
+longer compiled), and for every module when AGENTMILL_PURE_PYTHON is set (to compare the
+two, or to debug the Python).
 
 >>> sorted(set(status().values()) - {"compiled", "source (not built)", "source (stale)",
 ...                                  "source (AGENTMILL_PURE_PYTHON)"})
@@ -84,10 +85,11 @@ class _SourceWhenStale(importlib.abc.MetaPathFinder):
         self.recorded, self.pure = recorded, pure
 
     def find_spec(self, fullname: str, path: object = None, target: object = None):  # noqa: ANN201
-        if fullname not in self.recorded:
-            return None
-        if not self.pure and fresh(fullname, self.recorded[fullname]):
-            return None  # the normal finders pick the compiled module
+        if fullname in self.recorded:
+            if not self.pure and fresh(fullname, self.recorded[fullname]):
+                return None  # the normal finders pick the compiled module
+        elif not (fullname.startswith("agentmill.") and _has_binary(fullname)):
+            return None  # a plain module (an orphan binary, no longer built, is never used)
         source = source_of(fullname)
         if not source.is_file():
             return None
