@@ -97,7 +97,7 @@ def test_a_buffered_writer_killed_before_a_flush_loses_only_what_it_held(
     code = (
         "import os, sys\nfrom pathlib import Path\nfrom agentmill.store import JsonlWriter\n"
         "w = JsonlWriter(Path(sys.argv[1]), buffer=64)\n"
-        "for i in range(10): w.append(b'{\"i\": %d, \"pad\": \"xxxxxxxxxx\"}' % i)\n"
+        'for i in range(10): w.append(b\'{"i": %d, "pad": "xxxxxxxxxx"}\' % i)\n'
         "os._exit(9)\n"  # killed: no close, no flush
     )
     subprocess.run([sys.executable, "-c", code, str(path)], check=False)

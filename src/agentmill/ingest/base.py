@@ -79,12 +79,16 @@ def read_trace_dicts(
     fmt: str, path: Path, opts: IngestOptions | None = None, stats: IngestStats | None = None
 ) -> Iterator[dict[str, Any]]:
     """`read_traces` as each trajectory's canonical dict (`Trajectory.to_dict()`): the span
-    formats build them without the models (`canonical`), the others dump their models."""
+    formats (those with `read_spans`) build them without the models (`canonical`), the
+    others dump their models."""
     module = _module(fmt, path)
     opts, stats = opts or IngestOptions(), stats if stats is not None else IngestStats()
-    if hasattr(module, "read_dicts"):
-        return module.read_dicts(path, opts, stats)
-    return (t.to_dict() for t in module.read(path, opts, stats))
+    if not hasattr(module, "read_spans"):
+        return (t.to_dict() for t in module.read(path, opts, stats))
+    from agentmill.ingest.rebuild import rebuild_dicts
+
+    groups = module.read_spans(path, opts, stats)
+    return (d for spans in groups for d in rebuild_dicts(spans, stats, opts, module.SOURCE))
 
 
 def _module(fmt: str, path: Path) -> Any:

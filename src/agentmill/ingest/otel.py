@@ -68,14 +68,6 @@ def read(path: Path, opts: IngestOptions, stats: IngestStats) -> Iterator[Trajec
         yield from rebuild(spans, stats, opts, SOURCE)
 
 
-def read_dicts(path: Path, opts: IngestOptions, stats: IngestStats) -> Iterator[dict[str, Any]]:
-    """`read` as the trajectories' canonical dicts (what `agentmill ingest` writes)."""
-    from agentmill.ingest.rebuild import rebuild_dicts
-
-    for spans in read_spans(path, opts, stats):
-        yield from rebuild_dicts(spans, stats, opts, SOURCE)
-
-
 def read_spans(path: Path, opts: IngestOptions, stats: IngestStats) -> Iterator[list[Span]]:
     """The normalized spans of each conversation, one list at a time (what `read` rebuilds)."""
     if opts.logs is not None and not Path(opts.logs).is_file():

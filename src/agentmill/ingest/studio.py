@@ -69,14 +69,6 @@ def read(path: Path, opts: IngestOptions, stats: IngestStats) -> Iterator[Trajec
     return (t for spans in groups for t in rebuild(spans, stats, opts, SOURCE))
 
 
-def read_dicts(path: Path, opts: IngestOptions, stats: IngestStats) -> Iterator[dict[str, Any]]:
-    """`read` as the trajectories' canonical dicts (what `agentmill ingest` writes)."""
-    from agentmill.ingest.rebuild import rebuild_dicts
-
-    groups = read_spans(path, opts, stats)
-    return (d for spans in groups for d in rebuild_dicts(spans, stats, opts, SOURCE))
-
-
 def read_spans(path: Path, opts: IngestOptions, stats: IngestStats) -> Iterator[list[Span]]:
     """The spans of each selected conversation, one list at a time (what `read` rebuilds).
     The file is checked now; the connection closes when the iterator ends."""

@@ -28,6 +28,7 @@ import orjson
 
 from agentmill.astuner import qa_hash
 from agentmill.export.splits import task_split
+from agentmill.ingest.span_messages import text_of
 from agentmill.records import Task, Trajectory, content_hash
 from agentmill.store import JsonlWriter, iter_jsonl
 
@@ -49,7 +50,7 @@ def task_record(t: dict[str, Any], val_fraction: float = 0.3) -> dict[str, Any] 
     tools = t.get("tools") or []
     metadata = {
         "answer": answer,
-        "qa_hash": qa_hash(_text(messages[index].get("content")), answer),
+        "qa_hash": qa_hash(text_of(messages[index].get("content")), answer),
         "missing_tools": missing_tools(tools),
         "source_record": t["id"],
     }
@@ -79,15 +80,6 @@ def _context(m: dict[str, Any]) -> dict[str, Any]:
     if "usage" in m or "reasoning" in m:
         return {k: v for k, v in m.items() if k != "usage" and k != "reasoning"}
     return m
-
-
-def _text(content: Any) -> str:
-    """`Message.text` of a canonical content value."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content if isinstance(p, dict))
 
 
 @functools.cache
