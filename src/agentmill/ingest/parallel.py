@@ -18,8 +18,8 @@ share the parent's pages, which saved about a tenth of the workers' CPU on the b
 file. Otherwise (a library caller with threads; torch, whose native thread pools Python
 does not see) they are spawned, since a forked child of a multi-threaded process can
 deadlock on a lock another thread held; each then pays the import of the ingesters, a few
-tenths of a second. Either way the parent's own connection
-is never used by a worker: each opens the file itself.
+tenths of a second. Either way the parent's own connection is never used by a worker: each
+opens the file itself.
 """
 
 from __future__ import annotations
