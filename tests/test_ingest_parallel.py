@@ -167,3 +167,15 @@ def test_workers_are_forked_only_where_it_is_safe(monkeypatch: pytest.MonkeyPatc
         other.join()
     monkeypatch.setitem(sys.modules, "torch", object())  # native thread pools Python can't see
     assert parallel.start_method() == "spawn"
+
+
+def test_the_results_pipe_is_widened() -> None:
+    import fcntl
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, multiprocessing.get_context("spawn")) as pool:
+        fd = pool._result_queue._reader.fileno()  # the executor's own pipe
+        before = fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ
+        parallel._widen_result_pipe(pool)
+        assert before < parallel.RESULT_PIPE_BYTES == fcntl.fcntl(fd, 1032)

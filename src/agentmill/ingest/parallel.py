@@ -24,6 +24,8 @@ opens the file itself.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
 import multiprocessing
 import os
@@ -48,6 +50,8 @@ from agentmill.ingest.redact import Redactor
 CHUNK = 32  # conversations per job: large enough that a job's overhead is negligible
 AUTO_MIN_BYTES = 64 * 2**20  # `--workers` unset: serial below this file size
 AUTO_MAX_WORKERS = 8
+RESULT_PIPE_BYTES = 2**20  # Linux's pipe-max-size for unprivileged processes
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 @dataclass
@@ -117,6 +121,7 @@ def _run(
 ) -> Iterator[Built]:
     ctx = multiprocessing.get_context(start_method())
     pool = ProcessPoolExecutor(workers, ctx, initializer=_init, initargs=(path, opts, *shape))
+    _widen_result_pipe(pool)
     pending: deque[Future[tuple[list[Built], IngestStats]]] = deque()
     try:
         chunk: list[tuple[str | None, dict[str, Any]]] = []
@@ -141,6 +146,15 @@ def _run(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         db.close()
+
+
+def _widen_result_pipe(pool: ProcessPoolExecutor) -> None:
+    """Give the pipe that brings the workers' results 1 MiB (Linux's default 64 KiB took
+    16 wakeups per chunk of ~1 MB; the wider pipe made the benchmark command ~4% faster).
+    Best effort: the queue is the executor's own, so any failure leaves the default."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        fd = pool._result_queue._reader.fileno()  # type: ignore[attr-defined]
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, RESULT_PIPE_BYTES)
 
 
 def _take(job: Future[tuple[list[Built], IngestStats]], stats: IngestStats) -> list[Built]:
