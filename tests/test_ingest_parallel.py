@@ -179,3 +179,52 @@ def test_the_results_pipe_is_widened() -> None:
         before = fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ
         parallel._widen_result_pipe(pool)
         assert before < parallel.RESULT_PIPE_BYTES == fcntl.fcntl(fd, 1032)
+
+
+def test_lines_come_back_through_shared_memory_or_the_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forked workers leave each chunk's lines in its shared-memory slot; a chunk that does
+    not fit its slot sends them through the pipe. Either way the files are the serial ones."""
+    monkeypatch.setattr(parallel, "CHUNK", 2)
+    monkeypatch.setattr(parallel, "start_method", lambda: "fork")
+    path = _db(tmp_path, "new", "genai", "1.0.12")
+    serial = tmp_path / "serial.jsonl", tmp_path / "serial-tasks.jsonl"
+    conversations = ingest(FORMAT, path, *serial, workers=1).read["conversations"]
+    average = sum(p.stat().st_size for p in serial) // -(-conversations // 2)  # per chunk
+    ways: list[bool] = []
+    take = parallel._take
+
+    def watched(job, slot, slots, stats):  # noqa: ANN001, ANN202
+        ways.append(job.result()[2] is None)
+        return take(job, slot, slots, stats)
+
+    monkeypatch.setattr(parallel, "_take", watched)
+    default = parallel.SLOT_BYTES
+    for slot_bytes in (default, average, 1):
+        monkeypatch.setattr(parallel, "SLOT_BYTES", slot_bytes)
+        ways.clear()
+        out = tmp_path / f"traj-{slot_bytes}.jsonl", tmp_path / f"tasks-{slot_bytes}.jsonl"
+        ingest(FORMAT, path, *out, workers=2)
+        assert [p.read_bytes() for p in out] == [p.read_bytes() for p in serial]
+        expect = {default: {True}, 1: {False}}.get(slot_bytes, {True, False})
+        assert set(ways) == expect, slot_bytes
+
+
+def test_workers_keep_their_freed_heap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each worker sets glibc's trim threshold (its heap shrank and regrew every chunk);
+    the caller's process never does."""
+    import platform
+    import subprocess
+    import sys
+
+    code = "from agentmill.ingest.parallel import _keep_heap; print(_keep_heap())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(platform.libc_ver()[0] == "glibc")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setattr(parallel, "start_method", lambda: "fork")  # forked: sees the patch
+    monkeypatch.setattr(parallel, "_keep_heap", lambda: (marks / str(os.getpid())).touch())
+    db = build_db(tmp_path / "db.sqlite", [sample_run(f"run-{i}") for i in range(4)])
+    ingest(FORMAT, db, tmp_path / "o.jsonl", workers=2)
+    assert len(list(marks.iterdir())) == 2 and not (marks / str(os.getpid())).exists()

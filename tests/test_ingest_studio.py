@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -462,3 +462,46 @@ def test_a_narrow_selection_reads_only_its_conversations(tmp_path: Path) -> None
     assert [t.provenance.source_id for t in got] == ["run-2", "run-2"]
     own = [s for s in spans_of(runs[2], "genai") if not s.name.startswith("format ")]
     assert stats.read["spans"] == len(own) and stats.read["conversations"] == 1
+
+
+@pytest.mark.parametrize(
+    ("layout", "protocol", "version"),
+    [("old", "old", ""), ("migrated", "old", ""), ("new", "as2", "2.0.8")],
+)
+def test_conversations_are_read_a_batch_per_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, protocol: str, version: str
+) -> None:
+    """`BATCH` conversations per query (the old layout through its temporary index), each
+    conversation's spans in table order, exactly what one query per conversation reads;
+    the no-session bucket (2.x) in its place among them, read a trace at a time."""
+    from agentmill.ingest import studio
+
+    day = datetime(2025, 11, 20, tzinfo=UTC)
+    runs = [
+        sample_run(f"run-{i:02d}", start=day + timedelta(minutes=i), with_run_row=i % 4 != 1)
+        for i in range(9)
+    ]
+    if protocol == "as2":
+        bucket = [Turn("Hi", [Step("Hello.")]), Turn("Bye", [Step("Bye.")])]
+        runs.insert(4, RunScript("[no_session_id]", bucket, with_run_row=False))
+    path = build_db(tmp_path / "db.sqlite", runs, layout, protocol, version)
+    monkeypatch.setattr(studio, "BATCH", 4)
+
+    def read(batch: int) -> tuple[list[list[tuple[str, str]]], list[str]]:
+        monkeypatch.setattr(studio, "BATCH", batch)
+        db, found = studio.open_checked(path)
+        sql: list[str] = []
+        fetch = studio.Fetcher(db, found)
+        db.set_trace_callback(sql.append)
+        units = list(studio.units(db, found, path, IngestOptions(), IngestStats()))
+        groups = studio.conversation_spans(db, fetch, units, IngestStats(), IngestOptions())
+        spans = [[(s.span_id, s.conversation_id or "") for s in g] for g in groups]
+        db.close()
+        return spans, [q for q in sql if "main.span_table WHERE" in q]
+
+    one_each, single = read(1)
+    batched, queries = read(4)
+    assert batched == one_each and len(batched) == 9 + (2 if protocol == "as2" else 0)
+    assert [len({c for _, c in g}) for g in batched if g[0][1]] == [1] * 9
+    assert len(single) == 9 and len(queries) == 3  # 9 conversations, 4 per query
+    assert all(" IN (" in q for q in queries)

@@ -82,9 +82,13 @@ def test_a_buffered_writer_writes_whole_lines_once_it_holds_enough(tmp_path: Pat
     writer.append(b'{"b": 2}')  # 18 held
     writer.append(b'{"c": 3}')  # 27 >= 20: all three go out in one write
     assert path.read_bytes() == b'{"a": 1}\n{"b": 2}\n{"c": 3}\n'
-    writer.append(b'{"d": 4}')
+    writer.append(memoryview(b'x{"d": 4}')[1:])  # a view of a worker's chunk
     writer.close()  # what is held is written at close
     assert path.read_bytes().endswith(b'{"c": 3}\n{"d": 4}\n')
+    unbuffered = JsonlWriter(path)
+    unbuffered.append(memoryview(b'{"e": 5}'))
+    unbuffered.close()
+    assert path.read_bytes().endswith(b'{"d": 4}\n{"e": 5}\n')
 
 
 def test_a_buffered_writer_killed_before_a_flush_loses_only_what_it_held(

@@ -110,12 +110,12 @@ class JsonlWriter:
         self.repaired = repair_torn_tail(path)
         self._f = path.open("ab", buffering=0)
         self._limit = buffer
-        self._held: list[bytes] = []
+        self._held: list[bytes | memoryview] = []
         self._size = 0
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes | memoryview) -> None:
         if not self._limit:
-            self._f.write(data + b"\n")
+            self._f.write(bytes(data) + b"\n")
             return
         self._held.append(data)
         self._size += len(data) + 1

@@ -125,7 +125,7 @@ def gc_every(allocations: int) -> Iterator[None]:
 
 def _store(
     records: Iterable[Built], writer: JsonlWriter, known: set[str], stats: IngestSummary
-) -> Iterator[tuple[str, bytes]]:
+) -> Iterator[tuple[str, bytes | memoryview]]:
     """Append each trajectory not in `known`; yield every task as (qa_hash, JSON line)."""
     for rec in records:
         if rec.id in known:

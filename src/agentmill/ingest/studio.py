@@ -19,7 +19,7 @@ Studio) are read too, after the runs, in time order.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from agentmill.records import Trajectory
 
 SOURCE = "agentscope-studio"
 _HEADER = b"SQLite format 3\x00"
+BATCH = 32  # conversations read per query (one query each cost ~6% more CPU to read)
 _FIX = "pass the database.sqlite of AgentScope Studio (~/AgentScope-Studio/database.sqlite)"
 
 
@@ -96,13 +97,42 @@ def unreadable(path: Path, e: Exception) -> UserError:
     return UserError(f"{path}: cannot read the database ({e}); {_FIX}, or a copy of it")
 
 
+class Fetcher:
+    """The SQL that selects conversations' rows: `one` for one conversation (`IS ?`, NULL
+    included), `many(n)` for n of them. Through an index on the conversation column; a file
+    without one (the old layout has none) gets a temporary index, built in SQLite's temp
+    store (bounded memory), never in the file. Within a conversation, rows come in table
+    order either way."""
+
+    def __init__(self, db: sqlite3.Connection, layout: Layout):
+        self.layout = layout
+        cols = ", ".join(_q(c) if c else "NULL" for c in layout.columns)
+        conv = _q(layout.conversation)
+        if _index_on(db, layout.conversation) is not None:
+            self._head, self._tail = f"SELECT {cols} FROM main.span_table WHERE {conv}", ""
+        else:
+            rows = f"SELECT rowid AS rid, {conv} AS conv FROM main.span_table"
+            db.execute(f"CREATE TEMP TABLE am_span_conv AS {rows}")
+            db.execute("CREATE INDEX temp.am_span_conv_idx ON am_span_conv(conv)")
+            inner = "SELECT rid FROM temp.am_span_conv WHERE conv"
+            head = f"SELECT {cols} FROM main.span_table WHERE rowid IN ({inner}"
+            self._head, self._tail = head, ")"
+        self.one = f"{self._head} IS ?{self._tail}"
+        self._many: dict[int, str] = {}
+
+    def many(self, n: int) -> str:
+        sql = self._many.get(n)
+        if sql is None:
+            sql = self._many[n] = f"{self._head} IN ({','.join('?' * n)}){self._tail}"
+        return sql
+
+
 def _groups(
     db: sqlite3.Connection, layout: Layout, path: Path, opts: IngestOptions, stats: IngestStats
 ) -> Iterator[list[Span]]:
     try:
-        fetch = fetcher(db, layout)
-        for conv, origin in units(db, layout, path, opts, stats):
-            yield from unit_spans(db, fetch, layout, conv, origin, stats, opts)
+        fetch = Fetcher(db, layout)
+        yield from conversation_spans(db, fetch, units(db, layout, path, opts, stats), stats, opts)
     except sqlite3.DatabaseError as e:  # e.g. a damaged page: what was read is kept
         raise unreadable(path, e) from None
     finally:
@@ -119,27 +149,50 @@ def units(
         yield conv, _origin(path, layout, run)
 
 
-def unit_spans(
+def conversation_spans(
     db: sqlite3.Connection,
-    fetch: str,
-    layout: Layout,
-    conv: str | None,
-    origin: dict[str, Any],
+    fetch: Fetcher,
+    some: Iterable[tuple[str | None, dict[str, Any]]],
     stats: IngestStats,
     opts: IngestOptions,
 ) -> Iterator[list[Span]]:
-    """One conversation's spans (`fetch`: `fetcher`'s SQL); the no-conversation bucket
-    gives one list per trace."""
-    if conv is None or conv in NO_CONVERSATION:
-        yield from _bucket(db, layout, conv, origin, stats, opts)
-        return
-    stats.read["conversations"] += 1
-    yield list(_spans(db, fetch, (conv,), layout, origin, stats, opts.strict))
+    """The spans of each of `some` conversations (from `units`), one list per conversation
+    in their order; the no-conversation bucket gives one list per trace. The rows of `BATCH`
+    conversations at a time are read with one query."""
+    batch: list[tuple[str | None, dict[str, Any]]] = []
+    for unit in some:
+        batch.append(unit)
+        if len(batch) == BATCH:
+            yield from _batch_spans(db, fetch, batch, stats, opts)
+            batch = []
+    if batch:
+        yield from _batch_spans(db, fetch, batch, stats, opts)
+
+
+def _batch_spans(
+    db: sqlite3.Connection,
+    fetch: Fetcher,
+    batch: list[tuple[str | None, dict[str, Any]]],
+    stats: IngestStats,
+    opts: IngestOptions,
+) -> Iterator[list[Span]]:
+    keys = [conv for conv, _ in batch if conv is not None and conv not in NO_CONVERSATION]
+    rows: dict[str, list[Any]] = {k: [] for k in keys}
+    if keys:
+        for row in db.execute(fetch.many(len(keys)), keys):
+            key = row[11]  # the conversation column (ids are listed as text)
+            rows[key if type(key) is str else str(key)].append(row)
+    for conv, origin in batch:
+        if conv is None or conv in NO_CONVERSATION:
+            yield from _bucket(db, fetch, conv, origin, stats, opts)
+        else:
+            stats.read["conversations"] += 1
+            yield list(_spans(rows.pop(conv, []), fetch.layout, origin, stats, opts.strict))
 
 
 def _bucket(
     db: sqlite3.Connection,
-    layout: Layout,
+    fetch: Fetcher,
     conv: str | None,
     origin: dict[str, Any],
     stats: IngestStats,
@@ -148,12 +201,13 @@ def _bucket(
     """Spans Studio filed under no conversation ('unknown', agentscope 2.x's
     '[no_session_id]'): skipped unread when none is an agent span (agentscope's format and
     embedding spans land there), else each trace is a conversation of its own."""
+    layout = fetch.layout
     if not _has_agents(db, layout, conv):
         stats.skip("no_agent_turns", f"{origin['file']}: conversation {conv!r}")
         return
     by_trace = _by_trace_sql(db, layout)
     if by_trace is None:  # no trace index to read a trace at a time: one conversation
-        sql, keys = fetcher(db, layout), [(conv,)]
+        sql, keys = fetch.one, [(conv,)]
     else:
         sql = by_trace
         where = f"{_q(layout.conversation)} IS ?"
@@ -161,7 +215,7 @@ def _bucket(
         keys = ((t, conv) for (t,) in traces)
     for key in keys:
         stats.read["conversations"] += 1
-        yield list(_spans(db, sql, key, layout, origin, stats, opts.strict))
+        yield list(_spans(db.execute(sql, key), layout, origin, stats, opts.strict))
 
 
 def _has_agents(db: sqlite3.Connection, layout: Layout, conv: str | None) -> bool:
@@ -323,21 +377,6 @@ def _to_ns(when: datetime) -> int:
 # --- spans ---------------------------------------------------------------------------------
 
 
-def fetcher(db: sqlite3.Connection, layout: Layout) -> str:
-    """The SQL that selects one conversation's rows, through an index on the conversation
-    column; a file without one (the old layout has none) gets a temporary index, built in
-    SQLite's temp store (bounded memory), never in the file."""
-    cols = ", ".join(_q(c) if c else "NULL" for c in layout.columns)
-    conv = _q(layout.conversation)
-    if _index_on(db, layout.conversation) is not None:
-        return f"SELECT {cols} FROM main.span_table WHERE {conv} IS ?"
-    rows = f"SELECT rowid AS rid, {conv} AS conv FROM main.span_table"
-    db.execute(f"CREATE TEMP TABLE am_span_conv AS {rows}")
-    db.execute("CREATE INDEX temp.am_span_conv_idx ON am_span_conv(conv)")
-    inner = "SELECT rid FROM temp.am_span_conv WHERE conv IS ?"
-    return f"SELECT {cols} FROM main.span_table WHERE rowid IN ({inner})"
-
-
 def _index_on(db: sqlite3.Connection, column: str) -> str | None:
     """The name of an index of span_table whose first column is `column`."""
     for row in db.execute("PRAGMA index_list(span_table)").fetchall():
@@ -348,9 +387,7 @@ def _index_on(db: sqlite3.Connection, column: str) -> str | None:
 
 
 def _spans(
-    db: sqlite3.Connection,
-    sql: str,
-    params: tuple[Any, ...],
+    rows: Iterable[Any],
     layout: Layout,
     origin: dict[str, Any],
     stats: IngestStats,
@@ -358,7 +395,7 @@ def _spans(
 ) -> Iterator[Span]:
     to_span = new_span if layout.name == "new" else old_span
     n = 0
-    for row in db.execute(sql, params):
+    for row in rows:
         n += 1
         try:
             attributes = orjson.loads(row[6])

@@ -129,7 +129,7 @@ def append_tasks(tasks: Iterable[Task], path: Path) -> tuple[int, int]:
 
 
 def append_task_lines(
-    items: Iterable[tuple[str, bytes]], path: Path, buffer: int = 0
+    items: Iterable[tuple[str, bytes | memoryview]], path: Path, buffer: int = 0
 ) -> tuple[int, int]:
     """`append_tasks` for tasks already serialized: (qa_hash, JSON line) pairs; `buffer`
     as in `JsonlWriter`."""
