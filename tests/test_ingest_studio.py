@@ -505,3 +505,15 @@ def test_conversations_are_read_a_batch_per_query(
     assert [len({c for _, c in g}) for g in batched if g[0][1]] == [1] * 9
     assert len(single) == 9 and len(queries) == 3  # 9 conversations, 4 per query
     assert all(" IN (" in q for q in queries)
+
+
+def test_an_old_layout_file_with_a_no_run_bucket(tmp_path: Path) -> None:
+    """The old layout has no conversation index, so its reader builds a temporary one; the
+    no-run bucket ('unknown') is read through the same one (it used to build it twice and
+    stop with 'table am_span_conv already exists')."""
+    bucket = RunScript("unknown", [Turn("Hi", [Step("Hello.")])], with_run_row=False)
+    path = build_db(tmp_path / "old.sqlite", [sample_run("run-1"), bucket], "old", "old")
+    stats = IngestStats()
+    found = ingest(path, stats)
+    assert [t.final_answer for t in found][-1] == "Hello." and len(found) == 3
+    assert stats.read["conversations"] == 2 and not stats.skipped

@@ -134,19 +134,22 @@ def _run(
     pool = ProcessPoolExecutor(workers, ctx, initializer=_init, initargs=init)
     _widen_result_pipe(pool)
     pending: deque[tuple[Future[_Result], int | None]] = deque()
+
+    def submit(chunk: list[tuple[str | None, dict[str, Any]]]) -> None:
+        slot = slots.take() if slots else None
+        pending.append((pool.submit(_work, chunk, slot), slot))
+
     try:
         chunk: list[tuple[str | None, dict[str, Any]]] = []
         for unit in studio.units(db, layout, path, opts, stats):
             chunk.append(unit)
             if len(chunk) == CHUNK:
-                slot = slots.take() if slots else None
-                pending.append((pool.submit(_work, chunk, slot), slot))
+                submit(chunk)
                 chunk = []
                 if len(pending) >= 2 * workers:
                     yield from _take(*pending.popleft(), slots, stats)
         if chunk:
-            slot = slots.take() if slots else None
-            pending.append((pool.submit(_work, chunk, slot), slot))
+            submit(chunk)
         while pending:
             yield from _take(*pending.popleft(), slots, stats)
     except sqlite3.DatabaseError as e:
@@ -175,9 +178,9 @@ class _Slots:
     of `size` bytes per chunk in flight, in one anonymous shared mapping that the forked
     workers inherit. A worker copies its chunk's lines into the chunk's slot and sends only
     their lengths; the parent copies them out before the slot is handed to another chunk.
-    Pickling ~1 MB of lines per chunk through the results pipe cost the benchmark command
-    about 15% of its CPU (pickling, two pipe copies, the parent's unpickling thread).
-    A chunk whose lines do not fit sends them through the pipe instead."""
+    Bringing ~1 MB of lines per chunk through the results pipe cost the benchmark command
+    about 1 s of its 6.5 s of CPU (pickling, two pipe copies, the parent's unpickling
+    thread). A chunk whose lines do not fit sends them through the pipe instead."""
 
     def __init__(self, count: int, size: int):
         self.size = size
@@ -269,8 +272,8 @@ def _keep_heap() -> bool:
 
     By default glibc shrinks the heap whenever 128 KiB are free at its top, and a worker
     frees a whole chunk's objects at once, so its heap shrank and grew back on every chunk:
-    ~57,000 page faults on the 200k-span benchmark file, about 5% of the workers' CPU.
-    With a 64 MiB trim threshold they fell to ~11,000. Fixing the trim threshold also fixes
+    25,000-57,000 page faults on the 200k-span benchmark file; with a 64 MiB trim threshold
+    ~11,000, and 2-3% less worker CPU. Fixing the trim threshold also fixes
     the mmap threshold (glibc stops adapting it), so that is set to glibc's own adaptive
     maximum, 32 MiB. Workers are this module's own processes; the caller's process is
     never changed. Best effort: False where the C library has no `mallopt` (not glibc)."""
